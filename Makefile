@@ -1,0 +1,28 @@
+# Two commands for a fresh clone: `make demo` (set up + run the main job) and `make test` (set up + run the tests).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Where the real datasets live. Unset and absent, the loaders download the published archives (sha256-checked).
+ifneq ($(wildcard ../shared/datasets),)
+export CROSSL_EDGE_DATA ?= $(abspath ../shared/datasets)
+endif
+
+.PHONY: demo test setup clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	# torch==2.13.0 named in the same command as everything else: see DESIGN.md
+	$(PY) -m pip install torch==2.13.0 -e '.[train,dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(PY) -m crossl_edge.demo
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,50 @@
+"""Presence-aware cross-modal aggregator: per-modality embeddings [B, M, D] -> one global embedding [B, G]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class AggregatorConfig:
+    hidden: int = 128  # width of the fusion MLP
+    out_dim: int = 64  # G, the global embedding handed to heads (and to on-device personalisation)
+    dropout: float = 0.1
+
+
+class PresenceAggregator(nn.Module):
+    """Fuses M modality embeddings, any of which may be absent or masked.
+
+    `keep` says what is there: [B, M] (whole modalities, the runtime's presence mask) or [B, M, D]
+    (element-wise latent masks during pretraining). Dropped entries are replaced by a learned mask
+    token (per modality and feature), so an absent sensor is an explicit, learned state rather than a
+    zero that looks like a real embedding; the per-modality kept fraction is appended so the MLP
+    always knows which sensors it is looking at. The same module therefore serves pretraining with
+    latent masking and inference with any subset of sensors.
+    """
+
+    def __init__(self, n_modalities: int, embed_dim: int, cfg: AggregatorConfig) -> None:
+        super().__init__()
+        self.n_modalities = n_modalities
+        self.embed_dim = embed_dim
+        self.mask_token = nn.Parameter(torch.zeros(n_modalities, embed_dim))
+        self.norm = nn.LayerNorm(embed_dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(n_modalities * embed_dim + n_modalities, cfg.hidden),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.hidden, cfg.out_dim),
+        )
+        self.out_dim = cfg.out_dim
+
+    def forward(self, z: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        b, m, d = z.shape
+        assert (m, d) == (self.n_modalities, self.embed_dim), f"expected [B, {self.n_modalities}, {self.embed_dim}], got {tuple(z.shape)}"
+        keep = keep.to(z.dtype)
+        keep3 = keep if keep.dim() == 3 else keep.unsqueeze(-1)  # [B, M, D] or [B, M, 1]
+        fraction = keep3.mean(-1)  # [B, M]: 1 = present, 0 = absent
+        h = self.norm(z) * keep3 + self.mask_token * (1.0 - keep3)  # [B, M, D]
+        return self.mlp(torch.cat([h.reshape(b, m * d), fraction], dim=1))  # [B, G]

@@ -1,0 +1,30 @@
+"""Windows as tensors and their mini-batches (the data fit in memory: ~75 MB for all of Stress-Predict)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from crossl_edge.data.types import WindowSet
+
+
+def window_tensors(ws: WindowSet, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    return {name: torch.from_numpy(np.ascontiguousarray(ws.x[name], dtype=np.float32)).to(device) for name in ws.names}
+
+
+def batch_indices(
+    n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1, drop_last: bool = False
+) -> Iterator[np.ndarray]:
+    """Index batches over n items; under DDP each rank takes every world-th batch of one shared permutation."""
+    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    stop = (n // batch_size) * batch_size if drop_last else n
+    for k, start in enumerate(range(0, stop, batch_size)):
+        if k % world == rank:
+            yield order[start : start + batch_size]
+
+
+def take(x: dict[str, torch.Tensor], idx: np.ndarray) -> dict[str, torch.Tensor]:
+    i = torch.as_tensor(idx, device=next(iter(x.values())).device)
+    return {k: v.index_select(0, i) for k, v in x.items()}

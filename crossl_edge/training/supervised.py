@@ -1,0 +1,199 @@
+"""Downstream training: linear probe, fine-tuning, or supervised from scratch, with early stopping on validation."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from crossl_edge.masking import spatial_mask
+from crossl_edge.metrics import macro_f1
+from crossl_edge.models.crossl import CroSSLNet
+from crossl_edge.training.batches import batch_indices, take
+from crossl_edge.training.device import Placement
+
+log = logging.getLogger(__name__)
+
+MODES = ("scratch", "probe", "finetune")
+
+
+@dataclass
+class FinetuneConfig:
+    mode: str = "finetune"  # scratch: all weights from random; probe: frozen backbone, new head; finetune: all weights
+    max_steps: int = 1000  # optimiser steps; with few labels an "epoch" is a handful of steps, so budget in steps
+    batch_size: int = 64
+    lr: float = 1e-3
+    backbone_lr_scale: float = 0.1  # finetune only: the pretrained backbone moves this much slower than the head
+    weight_decay: float = 1e-4
+    modality_dropout: float = 0.0  # per-sample probability of hiding each modality (at least one stays)
+    eval_every: int = 50  # steps between validation checks
+    patience: int = 6  # validation checks without improvement before stopping
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown fine-tuning mode {self.mode!r}; valid modes: {', '.join(MODES)}")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights (mean 1 over the classes present), so macro-F1 is what the loss cares about."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / (np.count_nonzero(counts) * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+@torch.no_grad()
+def predict_logits(
+    net: CroSSLNet, x: dict[str, torch.Tensor], presence: torch.Tensor | None = None, batch_size: int = 512
+) -> torch.Tensor:
+    """Logits [N, K] in eval mode; `presence` [M] or [N, M] (default: all modalities present)."""
+    net.eval()
+    n = len(next(iter(x.values())))
+    m = len(net.names)
+    device = next(net.parameters()).device
+    out = []
+    for idx in batch_indices(n, batch_size, shuffle=False):
+        p = None
+        if presence is not None:
+            p = presence[idx] if presence.dim() == 2 else presence.expand(len(idx), m)
+            p = p.to(device)
+        out.append(net(take(x, idx), p).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def global_embeddings(net: CroSSLNet, x: dict[str, torch.Tensor], batch_size: int = 512) -> torch.Tensor:
+    net.eval()
+    n = len(next(iter(x.values())))
+    return torch.cat([net.global_embedding(take(x, idx)) for idx in batch_indices(n, batch_size, shuffle=False)])
+
+
+@dataclass
+class FitResult:
+    best_val_f1: float
+    best_step: int
+    steps: int
+    seconds: float
+
+
+def _fit(
+    params_groups: list[dict],
+    loss_fn: Callable[[np.ndarray], torch.Tensor],
+    val_fn: Callable[[], float],
+    n_train: int,
+    cfg: FinetuneConfig,
+    modules: list[nn.Module],
+    desc: str,
+    progress: bool,
+) -> FitResult:
+    """Shared loop: AdamW on mini-batches, validation every eval_every steps, keep the best weights."""
+    optim = torch.optim.AdamW(params_groups, weight_decay=cfg.weight_decay)
+    best = (-1.0, 0, [copy.deepcopy(m.state_dict()) for m in modules])
+    step, stale, epoch = 0, 0, 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=cfg.max_steps, desc=desc, disable=not progress, leave=False)
+    while step < cfg.max_steps and stale < cfg.patience:
+        for idx in batch_indices(n_train, min(cfg.batch_size, n_train), True, cfg.seed * 7919 + epoch):
+            for m in modules:
+                m.train()
+            loss = loss_fn(idx)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                f1 = val_fn()
+                if f1 > best[0]:
+                    best = (f1, step, [copy.deepcopy(m.state_dict()) for m in modules])
+                    stale = 0
+                else:
+                    stale += 1
+                bar.set_postfix(val_f1=f"{f1:.3f}", best=f"{best[0]:.3f}")
+            if step >= cfg.max_steps or stale >= cfg.patience:
+                break
+        epoch += 1
+    bar.close()
+    for m, state in zip(modules, best[2]):
+        m.load_state_dict(state)
+    return FitResult(best_val_f1=best[0], best_step=best[1], steps=step, seconds=time.perf_counter() - t0)
+
+
+def train_classifier(
+    net: CroSSLNet,
+    x_train: dict[str, torch.Tensor],
+    y_train: np.ndarray,
+    x_val: dict[str, torch.Tensor],
+    y_val: np.ndarray,
+    cfg: FinetuneConfig,
+    placement: Placement,
+    progress: bool = True,
+) -> FitResult:
+    """Train `net` (in place) on labelled windows; the weights with the best validation macro-F1 are kept.
+
+    For "scratch", pass a freshly initialised net; for "probe" and "finetune", a pretrained one.
+    The probe freezes encoders and aggregator (eval mode: BatchNorm statistics stay as pretrained)
+    and fits only a new linear head on their global embeddings.
+    """
+    torch.manual_seed(cfg.seed)
+    if len(y_train) == 0:
+        raise ValueError("no labelled training windows")
+    k = net.n_classes
+    if y_train.min() < 0 or y_train.max() >= k:
+        raise ValueError(f"training labels must be in 0..{k - 1}; got {y_train.min()}..{y_train.max()}")
+    dev = placement.device
+    net.to(dev)
+    yt = torch.as_tensor(y_train, dtype=torch.long, device=dev)
+    criterion = nn.CrossEntropyLoss(weight=class_weights(y_train, k).to(dev))
+    m = len(net.names)
+
+    if cfg.mode == "probe":
+        net.head.reset_parameters()
+        g_train = global_embeddings(net, x_train).to(dev)
+        g_val = global_embeddings(net, x_val).to(dev)
+        head = net.head
+
+        def loss_fn(idx):
+            return criterion(head(g_train[idx]), yt[idx])
+
+        def val_fn():
+            with torch.no_grad():
+                head.eval()
+                return macro_f1(y_val, head(g_val).argmax(1).cpu().numpy(), k)
+
+        return _fit([{"params": head.parameters(), "lr": cfg.lr}], loss_fn, val_fn, len(y_train), cfg, [head], f"probe", progress)
+
+    if cfg.mode == "finetune":
+        groups = [
+            {"params": net.backbone_parameters(), "lr": cfg.lr * cfg.backbone_lr_scale},
+            {"params": net.head.parameters(), "lr": cfg.lr},
+        ]
+    else:
+        groups = [{"params": net.parameters(), "lr": cfg.lr}]
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def loss_fn(idx):
+        xb = take(x_train, idx)
+        presence = None
+        if cfg.modality_dropout > 0:
+            presence = spatial_mask(len(idx), m, 1, 1.0 - cfg.modality_dropout, generator=gen)[..., 0].to(dev)
+        with placement.autocast():
+            logits = net(xb, presence)
+        return criterion(logits.float(), yt[idx])
+
+    def val_fn():
+        return macro_f1(y_val, predict_logits(net, x_val).argmax(1).numpy(), k)
+
+    return _fit(groups, loss_fn, val_fn, len(y_train), cfg, [net], cfg.mode, progress)

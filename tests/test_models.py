@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from crossl_edge.models import CroSSLNet, ModelConfig, count_parameters
+from crossl_edge.spec import ModalitySpec, SpecError
+
+STRESS = (
+    ModalitySpec("acc", "acc", 3, 32, 320),
+    ModalitySpec("bvp", "bvp", 1, 64, 640),
+    ModalitySpec("eda", "eda", 1, 4, 40),
+    ModalitySpec("temp", "temp", 1, 4, 40),
+)
+LIS = (ModalitySpec("emg", "emg", 8, 200, 400), ModalitySpec("acc", "acc", 3, 200, 400), ModalitySpec("gyro", "gyro", 3, 200, 400))
+
+
+@pytest.mark.parametrize("specs,n_classes", [(STRESS, 2), (LIS, 26), (STRESS[2:3], 3)])
+def test_shapes_and_size(specs, n_classes):
+    net = CroSSLNet(specs, n_classes)
+    x = {s.name: torch.randn(5, s.channels, s.window) for s in specs}
+    z = net.embed(x)
+    assert z.shape == (5, len(specs), net.cfg.encoder.embed_dim)
+    assert net.global_embedding(x).shape == (5, net.cfg.aggregator.out_dim)
+    assert net(x).shape == (5, n_classes)
+    for enc in net.encoders.values():
+        assert count_parameters(enc) <= 30_000  # the size aim per encoder
+
+
+def test_absent_modalities_do_not_influence_the_output():
+    torch.manual_seed(0)
+    net = CroSSLNet(STRESS, 2).eval()
+    x = {s.name: torch.randn(3, s.channels, s.window) for s in STRESS}
+    presence = torch.tensor([[1.0, 0.0, 1.0, 0.0]]).expand(3, 4)
+    a = net(x, presence)
+    x2 = dict(x, bvp=torch.randn(3, 1, 640) * 100, temp=torch.randn(3, 1, 40))
+    b = net(x2, presence)
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not torch.allclose(a, net(x2), atol=1e-3)  # with all present, the changed inputs matter
+
+
+def test_config_round_trip():
+    cfg = ModelConfig()
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_specs_validated():
+    with pytest.raises(SpecError, match="same window duration"):
+        CroSSLNet((ModalitySpec("a", "acc", 3, 32, 320), ModalitySpec("b", "eda", 1, 4, 20)), 2)
+    with pytest.raises(SpecError, match="unknown kind"):
+        ModalitySpec("a", "accelerometer", 3, 32, 320)
