@@ -15,7 +15,6 @@ so a killed process leaves no half-written entry.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -89,7 +88,3 @@ def save_cached(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
     except OSError as e:  # read-only home, full disk: loading still works, only slower next time
         log.warning("could not write cache entry %s (%s); set CROSSL_EDGE_CACHE to a writable folder", path, e)
 
-
-def describe_key(parts: dict) -> str:
-    """A stable string for extra key material (options that change what is parsed)."""
-    return json.dumps(parts, sort_keys=True)

@@ -45,7 +45,8 @@ class Recording:
             raise DataError(f"{who} has no signals")
         for name, sig in self.signals.items():
             if not isinstance(sig, np.ndarray) or sig.ndim != 2:
-                raise DataError(f"{who}: signal {name!r} must be a 2-D array [C, L], got {getattr(sig, 'shape', type(sig))}")
+                got = getattr(sig, "shape", type(sig))
+                raise DataError(f"{who}: signal {name!r} must be a 2-D array [C, L], got {got}")
             if name not in self.rates:
                 raise DataError(f"{who}: signal {name!r} has no sample rate in `rates`")
             rate = self.rates[name]
@@ -54,9 +55,13 @@ class Recording:
         if self.labels is not None:
             labels = np.asarray(self.labels)
             if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-                raise DataError(f"{who}: labels must be a 1-D integer track, got dtype {labels.dtype} shape {labels.shape}")
+                raise DataError(
+                    f"{who}: labels must be a 1-D integer track, got dtype {labels.dtype} shape {labels.shape}"
+                )
             if labels.size and labels.min() < -1:
-                raise DataError(f"{who}: labels hold {int(labels.min())}; valid values are -1 (unlabelled) or a class index >= 0")
+                raise DataError(
+                    f"{who}: labels hold {int(labels.min())}; valid values are -1 (unlabelled) or a class index >= 0"
+                )
             if not (np.isfinite(self.label_rate) and self.label_rate > 0):
                 raise DataError(f"{who}: label_rate {self.label_rate!r} must be a positive number of Hz")
 

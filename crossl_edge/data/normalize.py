@@ -1,0 +1,122 @@
+"""Per-modality, per-channel standardisation statistics, fitted on training windows only.
+
+The statistics travel with a trained model (the edge bundle's manifest stores `to_dict()`), so the
+runtime standardises live windows exactly as training did. Fitting on validation or test windows would
+leak their distribution into training; fit on `windowset.subset(train_idx)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from crossl_edge.data.types import DataError, WindowSet
+
+log = logging.getLogger(__name__)
+
+#: A channel whose std is below this is divided by this instead (a flat channel stays finite).
+STD_FLOOR = 1e-6
+
+
+def _channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Mean and (population) std per channel of x [N, C, T], in float64, chunked to bound memory."""
+    n, c, t = x.shape
+    if n == 0:
+        raise DataError("cannot fit normalisation statistics on zero windows")
+    shift = x[0].mean(axis=1, dtype=np.float64)  # [C] shifting first keeps the variance sum stable
+    s1 = np.zeros(c)
+    s2 = np.zeros(c)
+    for i in range(0, n, chunk):
+        d = x[i : i + chunk].astype(np.float64) - shift[None, :, None]  # [n', C, T]
+        s1 += d.sum(axis=(0, 2))
+        s2 += np.square(d).sum(axis=(0, 2))
+    count = n * t
+    mean_d = s1 / count
+    var = np.maximum(s2 / count - mean_d**2, 0.0)
+    return (shift + mean_d).tolist(), np.sqrt(var).tolist()
+
+
+@dataclass
+class NormStats:
+    """mean[name] and std[name] are per-channel lists of floats (length = that modality's channels)."""
+
+    mean: dict[str, list[float]]
+    std: dict[str, list[float]]
+
+    def __post_init__(self) -> None:
+        if set(self.mean) != set(self.std):
+            raise DataError(f"NormStats: mean has modalities {sorted(self.mean)} but std has {sorted(self.std)}")
+        for name in self.mean:
+            m, s = self.mean[name], self.std[name]
+            if len(m) != len(s) or not m:
+                raise DataError(f"NormStats[{name!r}]: {len(m)} means and {len(s)} stds; need one of each per channel")
+            if not all(math.isfinite(v) for v in (*m, *s)) or min(s) < 0:
+                raise DataError(f"NormStats[{name!r}]: means and stds must be finite and stds >= 0")
+
+    @classmethod
+    def fit(cls, windowset: WindowSet, index: np.ndarray | None = None) -> "NormStats":
+        """Statistics over every window (or the windows at `index`) and time step, per modality and channel.
+
+        Pass only training windows: `NormStats.fit(ws, train_idx)` or `NormStats.fit(ws.subset(train_idx))`.
+        """
+        mean: dict[str, list[float]] = {}
+        std: dict[str, list[float]] = {}
+        for s in windowset.specs:
+            x = windowset.x[s.name] if index is None else windowset.x[s.name][np.asarray(index)]
+            mean[s.name], std[s.name] = _channel_stats(x)
+        return cls(mean=mean, std=std)
+
+    def check(self, windowset: WindowSet) -> None:
+        """Raise DataError unless every modality of `windowset` has statistics with its channel count.
+
+        Statistics for extra modalities are allowed (a window set with a sensor missing uses a subset).
+        """
+        for s in windowset.specs:
+            if s.name not in self.mean:
+                raise DataError(
+                    f"normalisation statistics lack modality {s.name!r} (they cover {sorted(self.mean)}); "
+                    "fit them on data with the same modalities"
+                )
+            if len(self.mean[s.name]) != s.channels:
+                raise DataError(
+                    f"normalisation statistics for {s.name!r} have {len(self.mean[s.name])} channels, "
+                    f"the data has {s.channels}"
+                )
+
+    def apply(self, windowset: WindowSet) -> WindowSet:
+        """A new WindowSet with x = (x - mean) / max(std, 1e-6) per channel, float32; the input is unchanged."""
+        self.check(windowset)
+        x = {}
+        for s in windowset.specs:
+            mean = np.asarray(self.mean[s.name], dtype=np.float32)[None, :, None]  # [1, C, 1]
+            std = np.maximum(np.asarray(self.std[s.name], dtype=np.float32), STD_FLOOR)[None, :, None]
+            x[s.name] = ((windowset.x[s.name] - mean) / std).astype(np.float32, copy=False)
+        return WindowSet(
+            specs=windowset.specs,
+            x=x,
+            y=windowset.y,
+            subject=windowset.subject,
+            group=windowset.group,
+            t_start=windowset.t_start,
+            class_names=windowset.class_names,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready {"mean": {name: [...]}, "std": {name: [...]}}."""
+        return {"mean": {k: list(map(float, v)) for k, v in self.mean.items()},
+                "std": {k: list(map(float, v)) for k, v in self.std.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "NormStats":
+        if not isinstance(d, dict) or set(d) != {"mean", "std"}:
+            raise DataError(f"normalisation statistics must be a dict with keys 'mean' and 'std', got {d!r:.200}")
+        try:
+            mean = {str(k): [float(v) for v in vs] for k, vs in d["mean"].items()}
+            std = {str(k): [float(v) for v in vs] for k, vs in d["std"].items()}
+        except (AttributeError, TypeError, ValueError) as e:
+            raise DataError(f"normalisation statistics are malformed: {e}") from e
+        return cls(mean=mean, std=std)

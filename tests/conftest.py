@@ -1,0 +1,47 @@
+"""Shared test setup: where the real data sets are, and a throw-away cache.
+
+Tests run against the real published files. CROSSL_EDGE_DATA defaults to ../shared/datasets (relative to
+the repository root) when that folder exists; set it yourself to use a copy elsewhere. The parse and
+download cache goes to a temporary folder for the session, so tests never read or write
+~/.cache/crossl_edge and never reach the network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = (REPO_ROOT / ".." / "shared" / "datasets").resolve()
+REQUIRED = ("stress-predict", "lis-emg-imu")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not os.environ.get("CROSSL_EDGE_DATA") and DEFAULT_DATA.is_dir():
+        os.environ["CROSSL_EDGE_DATA"] = str(DEFAULT_DATA)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Point CROSSL_EDGE_CACHE at a fresh folder for the whole session."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CROSSL_EDGE_CACHE", str(tmp_path_factory.mktemp("crossl_edge_cache")))
+        yield
+
+
+@pytest.fixture(scope="session")
+def datasets_root() -> Path:
+    """The folder holding stress-predict/ and lis-emg-imu/. Fails (does not skip) when they are absent."""
+    env = os.environ.get("CROSSL_EDGE_DATA")
+    if not env:
+        pytest.fail(
+            f"CROSSL_EDGE_DATA is not set and {DEFAULT_DATA} does not exist: the data tests need the real data sets. "
+            "Set CROSSL_EDGE_DATA to the folder holding stress-predict/ and lis-emg-imu/."
+        )
+    root = Path(env)
+    missing = [name for name in REQUIRED if not (root / name).is_dir()]
+    if missing:
+        pytest.fail(f"CROSSL_EDGE_DATA={root} lacks {missing}; point it at the folder holding {', '.join(REQUIRED)}/")
+    return root
