@@ -30,7 +30,7 @@ def evaluate_subsets(
         unknown = set(subset) - set(net.names)
         if unknown:
             raise ValueError(f"unknown modalities {sorted(unknown)}; the model has {list(net.names)}")
-        presence = torch.tensor([[1.0 if n in subset else 0.0 for n in net.names]])
+        presence = torch.tensor([1.0 if n in subset else 0.0 for n in net.names])  # [M], same for every window
         pred = predict_logits(net, x, presence).argmax(1).numpy()
         scores["+".join(subset)] = macro_f1(y, pred, net.n_classes)
     return scores

@@ -1,0 +1,243 @@
+"""A run folder: everything one trained model needs, in files a later step (fine-tune, evaluate, export) reads.
+
+runs/<name>/
+  run.json               data set, windowing, protocol and split, ModalitySpecs, class names,
+                         normalisation statistics (training subjects only), model and pretraining config
+  pretrain.ckpt.pt       resumable pretraining state (deleted once pretraining finishes)
+  pretrain_log.jsonl     one JSON line of losses per epoch
+  backbone.pt            pretrained network state (encoders + aggregator; head untrained)
+  model_<tag>.pt/.json   a trained classifier and how it was made (mode, labels used, validation score)
+  model.pt               the classifier the export step takes by default (a copy of the demo's fine-tuned one)
+  metrics.json           test macro-F1, overall and per modality subset, per model
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from crossl_edge.data import NormStats, WindowSet, load_windows, sample_labels
+from crossl_edge.data.types import DataError
+from crossl_edge.models.crossl import CroSSLNet, ModelConfig
+from crossl_edge.spec import ModalitySpec
+from crossl_edge.training.batches import window_tensors
+from crossl_edge.training.checkpoint import CheckpointError, load_json, load_state, save_json, save_state
+from crossl_edge.training.device import Placement
+from crossl_edge.training.evaluate import evaluate_subsets
+from crossl_edge.training.pretrain import PretrainConfig, PretrainResult, pretrain
+from crossl_edge.training.protocol import split_windows
+from crossl_edge.training.supervised import FinetuneConfig, FitResult, train_classifier
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUN = Path("runs/demo")
+
+
+@dataclass
+class DataChoice:
+    """Which windows a run uses; stored in run.json so later steps rebuild exactly the same data."""
+
+    dataset: str = "stress-predict"
+    window_s: float | None = None  # None: the data set's default
+    hop_s: float | None = None
+    modalities: list[str] | None = None  # None: all of the data set's modalities
+    protocol: str = "subjects"  # see crossl_edge.training.protocol
+    split: int = 0
+    n_splits: int = 5
+    split_seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Prepared:
+    """Normalised windows and the split, ready for training."""
+
+    choice: DataChoice
+    ws: WindowSet  # normalised with `norm`
+    norm: NormStats
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    split_info: dict = field(default_factory=dict)
+
+    def tensors(self, idx: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        return window_tensors(self.ws.subset(idx), device)
+
+    def labelled(self, idx: np.ndarray) -> np.ndarray:
+        return idx[self.ws.y[idx] >= 0]
+
+
+def load_raw(choice: DataChoice, data_root: str | Path | None = None) -> WindowSet:
+    return load_windows(
+        choice.dataset, data_root, window_s=choice.window_s, hop_s=choice.hop_s, modalities=choice.modalities
+    )
+
+
+def prepare(
+    choice: DataChoice, data_root: str | Path | None = None, norm: NormStats | None = None, raw: WindowSet | None = None
+) -> Prepared:
+    """Load (or take `raw`), split, and normalise with statistics of the training windows only (or `norm`)."""
+    raw = raw if raw is not None else load_raw(choice, data_root)
+    parts = split_windows(raw, choice.protocol, choice.split, choice.n_splits, seed=choice.split_seed)
+    for name, idx in (("training", parts.train), ("validation", parts.val), ("test", parts.test)):
+        if len(idx) == 0:
+            raise DataError(f"the {name} part of split {choice.split} of {choice.protocol!r} is empty")
+    norm = norm if norm is not None else NormStats.fit(raw, parts.train)
+    return Prepared(choice, norm.apply(raw), norm, parts.train, parts.val, parts.test, parts.description)
+
+
+def write_run_json(run_dir: Path, prep: Prepared, model_cfg: ModelConfig, pretrain_cfg: PretrainConfig | None) -> None:
+    save_json(
+        Path(run_dir) / "run.json",
+        {
+            "format": "crossl-edge-run/1",
+            "data": prep.choice.to_dict(),
+            "split": {k: (list(v) if isinstance(v, tuple) else v) for k, v in prep.split_info.items()},
+            "modalities": [s.to_dict() for s in prep.ws.specs],
+            "class_names": list(prep.ws.class_names),
+            "normalization": prep.norm.to_dict(),
+            "model": model_cfg.to_dict(),
+            "pretrain": pretrain_cfg.to_dict() if pretrain_cfg else None,
+        },
+    )
+
+
+@dataclass
+class RunInfo:
+    run_dir: Path
+    choice: DataChoice
+    specs: tuple[ModalitySpec, ...]
+    class_names: tuple[str, ...]
+    norm: NormStats
+    model_cfg: ModelConfig
+    pretrain_cfg: PretrainConfig | None
+
+    def new_net(self) -> CroSSLNet:
+        return CroSSLNet(self.specs, len(self.class_names), self.model_cfg)
+
+
+def read_run(run_dir: Path) -> RunInfo:
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").is_file():
+        raise CheckpointError(
+            f"{run_dir} is not a run folder (no run.json); make one with `python -m crossl_edge.pretrain --run {run_dir}` "
+            "or `make demo`"
+        )
+    d = load_json(run_dir / "run.json")
+    try:
+        return RunInfo(
+            run_dir=run_dir,
+            choice=DataChoice(**d["data"]),
+            specs=tuple(ModalitySpec.from_dict(s) for s in d["modalities"]),
+            class_names=tuple(d["class_names"]),
+            norm=NormStats.from_dict(d["normalization"]),
+            model_cfg=ModelConfig.from_dict(d["model"]),
+            pretrain_cfg=PretrainConfig.from_dict(d["pretrain"]) if d.get("pretrain") else None,
+        )
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{run_dir / 'run.json'} is malformed ({e!r}); re-create the run") from e
+
+
+def prepare_for_run(info: RunInfo, data_root: str | Path | None = None, raw: WindowSet | None = None) -> Prepared:
+    """The run's own data, split and normalisation; refuses data whose modalities differ from the run's."""
+    prep = prepare(info.choice, data_root, norm=info.norm, raw=raw)
+    if prep.ws.specs != info.specs:
+        raise CheckpointError(
+            f"the data's modalities {[s.to_dict() for s in prep.ws.specs]} differ from the run's "
+            f"{[s.to_dict() for s in info.specs]}"
+        )
+    return prep
+
+
+def save_net(path: Path, net: CroSSLNet) -> None:
+    save_state(path, {"state": net.state_dict(), "modalities": json.dumps([s.to_dict() for s in net.specs]),
+                      "n_classes": net.n_classes})
+
+
+def load_net(path: Path, info: RunInfo) -> CroSSLNet:
+    """A network of the run's shape with weights from `path`; refuses weights made for other modalities."""
+    state = load_state(path)
+    try:
+        specs = tuple(ModalitySpec.from_dict(s) for s in json.loads(state["modalities"]))
+        n_classes = int(state["n_classes"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a crossl-edge network checkpoint ({e!r})") from e
+    if specs != info.specs or n_classes != len(info.class_names):
+        raise CheckpointError(
+            f"{path} was made for modalities {[s.name for s in specs]} ({n_classes} classes), "
+            f"the run has {[s.name for s in info.specs]} ({len(info.class_names)} classes)"
+        )
+    net = info.new_net()
+    try:
+        net.load_state_dict(state["state"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit the run's network configuration: {e}") from e
+    return net
+
+
+def run_pretraining(
+    run_dir: Path, prep: Prepared, model_cfg: ModelConfig, cfg: PretrainConfig, placement: Placement, progress: bool = True
+) -> tuple[CroSSLNet, PretrainResult]:
+    """Pretrain on every training window (labelled or not); writes run.json, the log and backbone.pt."""
+    run_dir = Path(run_dir)
+    if (run_dir / "run.json").is_file():
+        old = load_json(run_dir / "run.json")
+        if old.get("data") != prep.choice.to_dict() or old.get("modalities") != [s.to_dict() for s in prep.ws.specs]:
+            raise CheckpointError(f"{run_dir} holds a run on other data; pick another --run folder or delete it")
+    write_run_json(run_dir, prep, model_cfg, cfg)
+    torch.manual_seed(cfg.seed)
+    net = CroSSLNet(prep.ws.specs, len(prep.ws.class_names), model_cfg).to(placement.device)
+    ckpt = run_dir / "pretrain.ckpt.pt"
+    result = pretrain(net, prep.tensors(prep.train, placement.device), cfg, placement, ckpt, progress)
+    if placement.is_main:
+        with open(run_dir / "pretrain_log.jsonl", "w") as f:
+            for row in result.history:
+                f.write(json.dumps(row) + "\n")
+        save_net(run_dir / "backbone.pt", net.cpu())
+        ckpt.unlink(missing_ok=True)
+    return net, result
+
+
+def label_budget(prep: Prepared, fraction: float | None, per_class: int | None, seed: int) -> np.ndarray:
+    """Indices of the labelled training windows a few-label experiment may use (stratified)."""
+    labelled = prep.labelled(prep.train)
+    chosen = sample_labels(prep.ws.y[labelled], fraction=fraction, per_class=per_class, seed=seed)
+    return labelled[chosen]
+
+
+def fit_classifier(
+    net: CroSSLNet, prep: Prepared, train_idx: np.ndarray, cfg: FinetuneConfig, placement: Placement, progress: bool = True
+) -> FitResult:
+    val = prep.labelled(prep.val)
+    return train_classifier(
+        net,
+        prep.tensors(train_idx, placement.device),
+        prep.ws.y[train_idx],
+        prep.tensors(val, placement.device),
+        prep.ws.y[val],
+        cfg,
+        placement,
+        progress,
+    )
+
+
+def test_scores(net: CroSSLNet, prep: Prepared, all_subsets: bool = True) -> dict[str, float]:
+    """Test macro-F1 keyed by modality subset ("acc+bvp+eda+temp" = all present)."""
+    test = prep.labelled(prep.test)
+    x = prep.tensors(test, next(net.parameters()).device)
+    subsets = None if all_subsets else [net.names]
+    return evaluate_subsets(net, x, prep.ws.y[test], subsets)
+
+
+def publish_default_model(run_dir: Path, tag: str) -> None:
+    """Make model_<tag> the run's default classifier (what export takes without --checkpoint)."""
+    shutil.copyfile(Path(run_dir) / f"model_{tag}.pt", Path(run_dir) / "model.pt")
+    shutil.copyfile(Path(run_dir) / f"model_{tag}.json", Path(run_dir) / "model.json")
