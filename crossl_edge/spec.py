@@ -9,6 +9,7 @@ This module needs only the standard library: it is imported on the torch-free Pi
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
@@ -96,3 +97,11 @@ def check_specs(specs: Iterable[ModalitySpec]) -> tuple[ModalitySpec, ...]:
             + ", ".join(f"{s.name}={s.window_seconds:g}s" for s in specs)
         )
     return specs
+
+
+def modality_subsets(names: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Every non-empty subset of modality names, largest first, each in the modalities' own order."""
+    out: list[tuple[str, ...]] = []
+    for r in range(len(names), 0, -1):
+        out += list(itertools.combinations(names, r))
+    return out

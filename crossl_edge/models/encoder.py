@@ -48,13 +48,17 @@ class ModalityEncoder(nn.Module):
         self.spec = spec
         self.rectify = spec.kind == "emg"
         c_in = spec.channels * (2 if self.rectify else 1)
+        # A long input (ACC at 32 Hz, BVP at 64 Hz: 320-640 samples) is strided in the stem: most of the
+        # encoder's cost is at full rate, and these signals carry little above a few Hz.
+        stem_stride = 4 if spec.window >= 32 * cfg.min_length else 2 if spec.window >= 8 * cfg.min_length else 1
+        stem_kernel = max(cfg.kernel, 2 * stem_stride + 1) | 1  # odd, and wide enough to see every skipped sample
         self.stem = nn.Sequential(
-            nn.Conv1d(c_in, cfg.widths[0], cfg.kernel, padding=cfg.kernel // 2, bias=False),
+            nn.Conv1d(c_in, cfg.widths[0], stem_kernel, stride=stem_stride, padding=stem_kernel // 2, bias=False),
             nn.BatchNorm1d(cfg.widths[0]),
             nn.ReLU(),
         )
         blocks = []
-        length = spec.window
+        length = (spec.window + stem_stride - 1) // stem_stride
         for c_in_b, c_out_b in zip(cfg.widths[:-1], cfg.widths[1:]):
             stride = 2 if length >= 2 * cfg.min_length else 1
             blocks.append(SeparableBlock(c_in_b, c_out_b, cfg.kernel, stride))

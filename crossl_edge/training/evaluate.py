@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import torch
 
 from crossl_edge.metrics import macro_f1
 from crossl_edge.models.crossl import CroSSLNet
+from crossl_edge.spec import modality_subsets
 from crossl_edge.training.supervised import predict_logits
-
-
-def modality_subsets(names: tuple[str, ...]) -> list[tuple[str, ...]]:
-    """Every non-empty subset, largest first, in the modalities' own order."""
-    out = []
-    for r in range(len(names), 0, -1):
-        out += list(itertools.combinations(names, r))
-    return out
 
 
 def evaluate_subsets(

@@ -119,6 +119,7 @@ def pretrain(
         objective.load_state_dict(state["objective"])
         optim.load_state_dict(state["optim"])
         sched.load_state_dict(state["sched"])
+        torch.set_rng_state(state["rng"])  # masks and dropout continue as if never interrupted
         start_epoch = int(state["epoch"])
         result.history = json.loads(state["history"])
         result.resumed_from_epoch = start_epoch
@@ -154,6 +155,7 @@ def pretrain(
                     "optim": optim.state_dict(),
                     "sched": sched.state_dict(),
                     "epoch": epoch + 1,
+                    "rng": torch.get_rng_state(),
                     "config": json.dumps(cfg.to_dict(), sort_keys=True),
                     "history": json.dumps(result.history),
                 },

@@ -229,7 +229,7 @@ def fit_classifier(
     )
 
 
-def test_scores(net: CroSSLNet, prep: Prepared, all_subsets: bool = True) -> dict[str, float]:
+def heldout_scores(net: CroSSLNet, prep: Prepared, all_subsets: bool = True) -> dict[str, float]:
     """Test macro-F1 keyed by modality subset ("acc+bvp+eda+temp" = all present)."""
     test = prep.labelled(prep.test)
     x = prep.tensors(test, next(net.parameters()).device)
