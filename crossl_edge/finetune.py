@@ -1,0 +1,106 @@
+"""`python -m crossl_edge.finetune`: train a classifier from few labels (probe, fine-tune, or from scratch)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+from crossl_edge import cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from crossl_edge.training.supervised import MODES, FinetuneConfig
+
+    d = FinetuneConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m crossl_edge.finetune",
+        description="Train a classifier in a run folder made by `python -m crossl_edge.pretrain`, on a stratified "
+        "sample of the training subjects' labels; the weights with the best validation macro-F1 are kept and "
+        "scored on the held-out test subjects. Writes model_<tag>.pt and model_<tag>.json.",
+    )
+    cli.add_run_arg(p)
+    p.add_argument("--data", default=None, help="data folder, if not where the run found it ($CROSSL_EDGE_DATA, cache)")
+    p.add_argument(
+        "--mode", default=d.mode, choices=MODES,
+        help="probe: frozen pretrained backbone + new linear head; finetune: all pretrained weights trained; "
+        "scratch: same network from random weights (the supervised baseline) (default: %(default)s)",
+    )
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--label-fraction", type=float, default=None, help="fraction of labelled training windows (default 0.1)")
+    budget.add_argument("--labels-per-class", type=int, default=None, help="labelled windows per class instead of a fraction")
+    p.add_argument("--label-seed", type=int, default=0, help="seed of the label sample (default: %(default)s)")
+    p.add_argument(
+        "--modality-dropout", type=float, default=d.modality_dropout,
+        help="probability of hiding each modality per training window, so the model copes with absent sensors (default: %(default)s)",
+    )
+    p.add_argument("--steps", type=int, default=d.max_steps, help="maximum optimiser steps (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr, help="head learning rate (default: %(default)s)")
+    p.add_argument(
+        "--backbone-lr-scale", type=float, default=d.backbone_lr_scale,
+        help="finetune: backbone learning rate = lr times this (default: %(default)s)",
+    )
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the head and the batches (default: %(default)s)")
+    p.add_argument("--tag", default=None, help="name of the model files (default: <mode>_<budget>)")
+    p.add_argument("--set-default", action="store_true", help="also make this the run's model.pt, the one export takes")
+    cli.add_compute_args(p)
+    return p
+
+
+def body(args: argparse.Namespace) -> int:
+    from crossl_edge.training.checkpoint import CheckpointError, save_json
+    from crossl_edge.training.device import place
+    from crossl_edge.training.runs import (
+        fit_classifier, label_budget, load_net, prepare_for_run, publish_default_model, read_run, save_net, heldout_scores,
+    )
+    from crossl_edge.training.supervised import FinetuneConfig
+
+    fraction = args.label_fraction if args.labels_per_class is None and args.label_fraction is not None else None
+    if fraction is None and args.labels_per_class is None:
+        fraction = 0.1
+    cfg = FinetuneConfig(
+        mode=args.mode, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        backbone_lr_scale=args.backbone_lr_scale, modality_dropout=args.modality_dropout, seed=args.seed,
+    )
+    run = Path(args.run)
+    info = read_run(run)
+    placement = place(args.device, amp=not args.no_amp)
+    prep = prepare_for_run(info, args.data)
+    if args.mode == "scratch":
+        net = info.new_net()
+    else:
+        if not (run / "backbone.pt").is_file():
+            raise CheckpointError(f"{run} has no backbone.pt; pretrain first: python -m crossl_edge.pretrain --run {run}")
+        net = load_net(run / "backbone.pt", info)
+    idx = label_budget(prep, fraction, args.labels_per_class, args.label_seed)
+    result = fit_classifier(net.to(placement.device), prep, idx, cfg, placement, progress=not args.quiet)
+    scores = heldout_scores(net, prep, all_subsets=False)
+    budget = f"{fraction:g}" if fraction is not None else f"{args.labels_per_class}pc"
+    tag = args.tag or f"{args.mode}_{budget}" + (f"_md{args.modality_dropout:g}" if args.modality_dropout else "")
+    save_net(run / f"model_{tag}.pt", net.cpu())
+    save_json(
+        run / f"model_{tag}.json",
+        {
+            "config": cfg.to_dict(), "labelled_windows": int(len(idx)), "label_fraction": fraction,
+            "labels_per_class": args.labels_per_class, "label_seed": args.label_seed,
+            "val_macro_f1": result.best_val_f1, "best_step": result.best_step, "steps": result.steps,
+            "seconds": result.seconds, "test_macro_f1_all_present": next(iter(scores.values())),
+        },
+    )
+    if args.set_default:
+        publish_default_model(run, tag)
+    print(
+        f"{args.mode} on {len(idx)} labelled windows: validation macro-F1 {result.best_val_f1:.3f} (step {result.best_step}), "
+        f"test macro-F1 {next(iter(scores.values())):.3f} on {len(prep.labelled(prep.test))} held-out windows\n"
+        f"wrote {run}/model_{tag}.pt; next: python -m crossl_edge.evaluate --run {run} --model model_{tag}.pt"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.run_main(body, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
