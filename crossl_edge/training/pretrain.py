@@ -102,7 +102,7 @@ def pretrain(
     model = wrap_ddp(objective, placement)
     optim = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, math.ceil(n // cfg.batch_size / placement.world))
-    total = cfg.epochs * steps_per_epoch
+    total = max(1, cfg.epochs * steps_per_epoch)
     warmup = steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
