@@ -29,7 +29,11 @@ def names(text: str) -> list[str]:
 
 
 def add_run_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", default=str(DEFAULT_RUN), help="run folder (default: %(default)s, what `make demo` writes)")
+    p.add_argument(
+        "--run", "--run-dir", dest="run", default=str(DEFAULT_RUN),
+        help="run folder (default: %(default)s, what `make demo` writes); under torchrun spell it --run-dir, "
+        "since torchrun takes --run as an abbreviation of its own --run-path",
+    )
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:

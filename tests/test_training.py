@@ -170,3 +170,21 @@ def test_cuda_request_without_cuda_is_a_clear_error():
         pytest.skip("this machine has CUDA")  # the point is the message on machines without it
     with pytest.raises(RuntimeError, match="no CUDA device"):
         place("cuda")
+
+
+def test_ddp_pretraining_under_torchrun_on_cpu(datasets_root, tmp_path):
+    """Two processes through torchrun (gloo on the CPU; NCCL on GPUs takes the same path)."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", CROSSL_EDGE_DATA=str(datasets_root))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "crossl_edge.pretrain",
+           "--run-dir", str(run), "--dataset", "lis-emg-imu", "--protocol", "kfold:5", "--epochs", "2",
+           "--batch-size", "64", "--quiet", "--device", "cpu"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = [json.loads(line) for line in (run / "pretrain_log.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in log] == [1, 2]
+    assert (run / "backbone.pt").is_file() and not (run / "pretrain.ckpt.pt").exists()

@@ -17,9 +17,16 @@ def window_tensors(ws: WindowSet, device: torch.device | str = "cpu") -> dict[st
 def batch_indices(
     n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1, drop_last: bool = False
 ) -> Iterator[np.ndarray]:
-    """Index batches over n items; under DDP each rank takes every world-th batch of one shared permutation."""
+    """Index batches over n items; under DDP each rank takes every world-th batch of one shared permutation.
+
+    With world > 1 every rank gets the same number of full batches (a rank with one more batch than the
+    others would wait forever in DDP's gradient all-reduce).
+    """
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
-    stop = (n // batch_size) * batch_size if drop_last else n
+    if world > 1:
+        stop = (n // (batch_size * world)) * batch_size * world
+    else:
+        stop = (n // batch_size) * batch_size if drop_last else n
     for k, start in enumerate(range(0, stop, batch_size)):
         if k % world == rank:
             yield order[start : start + batch_size]

@@ -68,7 +68,8 @@ def wrap_ddp(module: torch.nn.Module, placement: Placement) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [placement.device.index] if placement.device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids)
+    # find_unused_parameters: the classification head rides along in pretraining without gradients.
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
 
 
 def all_reduce_mean(value: float, placement: Placement) -> float:

@@ -96,12 +96,15 @@ def pretrain(
     """
     torch.manual_seed(cfg.seed)
     n = len(next(iter(x.values())))
-    if n < 2 * cfg.batch_size and n < 64:
-        raise ValueError(f"only {n} windows to pretrain on; CroSSL needs at least 64 (VICReg uses batch statistics)")
+    if n < cfg.batch_size * placement.world:
+        raise ValueError(
+            f"only {n} windows to pretrain on, fewer than one batch of {cfg.batch_size} per process; lower --batch-size "
+            "(but not far: VICReg's variance and covariance terms are batch statistics)"
+        )
     objective = CroSSLObjective(net, cfg).to(placement.device)
     model = wrap_ddp(objective, placement)
     optim = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, math.ceil(n // cfg.batch_size / placement.world))
+    steps_per_epoch = max(1, n // (cfg.batch_size * placement.world))
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(

@@ -192,8 +192,9 @@ def run_pretraining(
         old = load_json(run_dir / "run.json")
         if old.get("data") != prep.choice.to_dict() or old.get("modalities") != [s.to_dict() for s in prep.ws.specs]:
             raise CheckpointError(f"{run_dir} holds a run on other data; pick another --run folder or delete it")
-    write_run_json(run_dir, prep, model_cfg, cfg)
-    torch.manual_seed(cfg.seed)
+    if placement.is_main:
+        write_run_json(run_dir, prep, model_cfg, cfg)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every DDP rank
     net = CroSSLNet(prep.ws.specs, len(prep.ws.class_names), model_cfg).to(placement.device)
     ckpt = run_dir / "pretrain.ckpt.pt"
     result = pretrain(net, prep.tensors(prep.train, placement.device), cfg, placement, ckpt, progress)
