@@ -200,7 +200,8 @@ def main(argv=None) -> int:
             runs = []
             for split in plan.splits:
                 path = raw_path(out, plan, split)
-                if path.is_file() and json.loads(path.read_text()).get("plan") == plan.__dict__:
+                plan_json = json.loads(json.dumps(plan.__dict__))  # as stored: tuples become lists
+                if path.is_file() and json.loads(path.read_text()).get("plan") == plan_json:
                     runs.append(json.loads(path.read_text()))
                     continue
                 r = run_split(plan, split, raw, out, args.device)

@@ -229,7 +229,7 @@ def test_fit_stats_baseline_and_missing_modalities():
         stats_baseline_scores(model, test, [("gyro",)])
 
 
-def test_lis_held_out_day_beats_chance():
+def test_lis_held_out_day_beats_chance(datasets_root):
     """Real data: train on the first two days, test on 2020-07-09 (78 windows, 26 letters; chance ~0.04).
 
     Measured when written (C=0.1): macro-F1 0.649 with EMG+ACC+GYRO, 0.529 with EMG alone; SOURCE.md's
@@ -237,7 +237,7 @@ def test_lis_held_out_day_beats_chance():
     """
     from crossl_edge.data import load_windows
 
-    ws = load_windows("lis-emg-imu")
+    ws = load_windows("lis-emg-imu", datasets_root)
     train_idx, test_idx = leave_group_out(ws.group, LIS_HELD_OUT_DAY)
     assert len(test_idx) == 78
     model, C, _ = fit_stats_baseline(ws.subset(train_idx), None, Cs=(0.1,))

@@ -188,3 +188,20 @@ def test_ddp_pretraining_under_torchrun_on_cpu(datasets_root, tmp_path):
     log = [json.loads(line) for line in (run / "pretrain_log.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in log] == [1, 2]
     assert (run / "backbone.pt").is_file() and not (run / "pretrain.ckpt.pt").exists()
+
+
+def test_accuracy_benchmark_quick_mode_writes_its_tables(datasets_root, tmp_path):
+    from benchmarks import accuracy
+
+    out = tmp_path / "acc"
+    assert accuracy.main(["--quick", "--dataset", "lis-emg-imu", "--data", str(datasets_root), "--out", str(out)]) == 0
+    md = (out / "accuracy.md").read_text()
+    for method in ("supervised", "supervised_mdrop", "crossl_probe", "crossl_finetune", "stats_lr"):
+        assert f"| {method} |" in md
+    assert "paired crossl_finetune − supervised" in md and "loss without emg" in md
+    raw = sorted(p.name for p in (out / "raw" / "lis-emg-imu").iterdir())
+    assert raw == ["group_2020-07-09_split0.json", "kfold_5_split0.json"]
+    # a second invocation reuses the finished splits instead of recomputing them
+    before = (out / "raw" / "lis-emg-imu" / "kfold_5_split0.json").stat().st_mtime_ns
+    assert accuracy.main(["--quick", "--dataset", "lis-emg-imu", "--data", str(datasets_root), "--out", str(out)]) == 0
+    assert (out / "raw" / "lis-emg-imu" / "kfold_5_split0.json").stat().st_mtime_ns == before
