@@ -19,7 +19,6 @@ Model selection (early stopping, the baseline's C) uses validation windows only,
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import platform
@@ -30,12 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crossl_edge.baselines import fit_stats_baseline, stats_baseline_scores
 from crossl_edge.data import load_windows
-from crossl_edge.models import CroSSLNet, ModelConfig
+from crossl_edge.models import ModelConfig
 from crossl_edge.training.device import place
 from crossl_edge.training.pretrain import PretrainConfig
-from crossl_edge.training.runs import DataChoice, fit_classifier, heldout_scores, label_budget, prepare, run_pretraining
+from crossl_edge.training.runs import (
+    DataChoice, label_budget, prepare, run_pretraining, stats_baseline, train_and_score,
+)
 from crossl_edge.training.supervised import FinetuneConfig
 
 log = logging.getLogger("benchmarks.accuracy")
@@ -102,16 +102,11 @@ def run_split(plan: Plan, split: int, raw, out: Path, device: str) -> dict:
         for tag, mode, mdrop in METHODS:
             if mdrop and label != missing_budget(plan):
                 continue
-            if mode == "scratch":
-                torch.manual_seed(seed)
-                net = CroSSLNet(prep.ws.specs, len(prep.ws.class_names), ModelConfig())
-            else:
-                net = copy.deepcopy(backbone)
             cfg = FinetuneConfig(mode=mode, max_steps=plan.steps, modality_dropout=mdrop, seed=seed)
-            fit = fit_classifier(net.to(placement.device), prep, idx, cfg, placement, progress=False)
-            row[tag] = {"val": fit.best_val_f1, "seconds": fit.seconds, "test": heldout_scores(net, prep)}
-        model, c, val = fit_stats_baseline(prep.ws.subset(idx), prep.ws.subset(prep.labelled(prep.val)))
-        row[BASELINE] = {"val": val, "C": c, "test": stats_baseline_scores(model, prep.ws.subset(prep.labelled(prep.test)))}
+            _, fit, scores = train_and_score(backbone, prep, idx, cfg, placement, progress=False)
+            row[tag] = {"val": fit.best_val_f1, "seconds": fit.seconds, "test": scores}
+        scores, c, val = stats_baseline(prep, idx)
+        row[BASELINE] = {"val": val, "C": c, "test": scores}
         result["budgets"][label] = row
         log.info("%s %s split %d %s: %s", plan.dataset, plan.protocol, split, label,
                  {k: round(next(iter(v["test"].values())), 3) for k, v in row.items() if isinstance(v, dict)})

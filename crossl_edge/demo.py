@@ -12,7 +12,6 @@ Stress-Predict is the default because it is the multi-sensor, multi-rate, multi-
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from pathlib import Path
 from typing import Sequence
@@ -37,15 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def body(args: argparse.Namespace) -> int:
-    import torch
-
-    from crossl_edge.baselines import fit_stats_baseline, stats_baseline_scores
-    from crossl_edge.models import CroSSLNet, ModelConfig
+    from crossl_edge.models import ModelConfig
     from crossl_edge.training.checkpoint import save_json
     from crossl_edge.training.device import place
     from crossl_edge.training.pretrain import PretrainConfig
     from crossl_edge.training.runs import (
-        fit_classifier, label_budget, prepare, publish_default_model, run_pretraining, save_net, heldout_scores,
+        label_budget, prepare, publish_default_model, run_pretraining, save_net, stats_baseline, train_and_score,
     )
     from crossl_edge.training.supervised import FinetuneConfig
 
@@ -74,31 +70,23 @@ def body(args: argparse.Namespace) -> int:
     ]
     results = {}
     for tag, mode, mdrop in variants:
-        if mode == "scratch":
-            torch.manual_seed(args.seed)
-            net = CroSSLNet(prep.ws.specs, len(prep.ws.class_names), model_cfg)
-        else:
-            net = copy.deepcopy(backbone)
         cfg = FinetuneConfig(mode=mode, max_steps=args.steps, modality_dropout=mdrop, seed=args.seed)
-        fit = fit_classifier(net.to(placement.device), prep, idx, cfg, placement, progress=not args.quiet)
-        scores = heldout_scores(net, prep)
+        net, fit, scores = train_and_score(backbone, prep, idx, cfg, placement, progress=not args.quiet)
         save_net(run / f"model_{tag}.pt", net.cpu())
         save_json(run / f"model_{tag}.json", {"config": cfg.to_dict(), "labelled_windows": int(len(idx)),
                                                "label_fraction": args.label_fraction, "val_macro_f1": fit.best_val_f1,
                                                "seconds": fit.seconds, "test_macro_f1": scores})
         results[tag] = scores
         print(f"{tag}: validation macro-F1 {fit.best_val_f1:.3f}, test {next(iter(scores.values())):.3f} ({fit.seconds:.0f} s)")
-    # The cheap baseline every deep result stands beside: window statistics + logistic regression,
-    # trained on the same labelled windows, C chosen on the validation subjects.
-    lr_model, lr_c, lr_val = fit_stats_baseline(prep.ws.subset(idx), prep.ws.subset(prep.labelled(prep.val)))
-    results["stats_lr"] = stats_baseline_scores(lr_model, prep.ws.subset(prep.labelled(prep.test)))
+    # The cheap baseline every deep result stands beside, on the same labelled windows.
+    results["stats_lr"], lr_c, lr_val = stats_baseline(prep, idx)
     print(f"stats_lr: validation macro-F1 {lr_val:.3f} (C={lr_c:g}), test {next(iter(results['stats_lr'].values())):.3f}")
     publish_default_model(run, "crossl_finetune")
     save_json(run / "metrics.json", {f"model_{k}.pt": {"macro_f1": v} for k, v in results.items()})
 
     subsets = list(next(iter(results.values())))
     table = {s: "  ".join(f"{results[t][s]:.3f}".rjust(len(t)) for t in results) for s in subsets}
-    width = max(len(s) for s in subsets)
+    width = max(len(s) for s in [*subsets, "modalities present"])
     print(f"\nTest macro-F1 on held-out subjects, {len(idx)} labelled training windows ({args.label_fraction:g} of them):")
     print(f"{'modalities present':<{width}}  " + "  ".join(results))
     for s in subsets:

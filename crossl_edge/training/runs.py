@@ -13,6 +13,7 @@ runs/<name>/
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crossl_edge.baselines import fit_stats_baseline, stats_baseline_scores
 from crossl_edge.data import NormStats, WindowSet, load_windows, sample_labels
 from crossl_edge.data.types import DataError
 from crossl_edge.models.crossl import CroSSLNet, ModelConfig
@@ -242,3 +244,25 @@ def publish_default_model(run_dir: Path, tag: str) -> None:
     """Make model_<tag> the run's default classifier (what export takes without --checkpoint)."""
     shutil.copyfile(Path(run_dir) / f"model_{tag}.pt", Path(run_dir) / "model.pt")
     shutil.copyfile(Path(run_dir) / f"model_{tag}.json", Path(run_dir) / "model.json")
+
+
+def train_and_score(
+    backbone: CroSSLNet, prep: Prepared, idx: np.ndarray, cfg: FinetuneConfig, placement: Placement, progress: bool = True
+) -> tuple[CroSSLNet, FitResult, dict[str, float]]:
+    """One downstream method: a copy of the pretrained `backbone` (probe, finetune) or a fresh network of the
+    same shape seeded with cfg.seed (scratch), trained on windows `idx`, scored on every sensor subset."""
+    if cfg.mode == "scratch":
+        torch.manual_seed(cfg.seed)
+        net = CroSSLNet(backbone.specs, backbone.n_classes, backbone.cfg)
+    else:
+        net = copy.deepcopy(backbone)
+    fit = fit_classifier(net.to(placement.device), prep, idx, cfg, placement, progress)
+    return net, fit, heldout_scores(net, prep)
+
+
+def stats_baseline(prep: Prepared, idx: np.ndarray) -> tuple[dict[str, float], float, float]:
+    """Window statistics + logistic regression on the same labelled windows, C chosen on validation windows.
+
+    Returns (test macro-F1 per sensor subset, chosen C, validation macro-F1)."""
+    model, c, val = fit_stats_baseline(prep.ws.subset(idx), prep.ws.subset(prep.labelled(prep.val)))
+    return stats_baseline_scores(model, prep.ws.subset(prep.labelled(prep.test))), c, val

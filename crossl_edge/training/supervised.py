@@ -173,7 +173,7 @@ def train_classifier(
                 head.eval()
                 return macro_f1(y_val, head(g_val).argmax(1).cpu().numpy(), k)
 
-        return _fit([{"params": head.parameters(), "lr": cfg.lr}], loss_fn, val_fn, len(y_train), cfg, [head], f"probe", progress)
+        return _fit([{"params": head.parameters(), "lr": cfg.lr}], loss_fn, val_fn, len(y_train), cfg, [head], "probe", progress)
 
     if cfg.mode == "finetune":
         groups = [
