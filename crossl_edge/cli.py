@@ -13,11 +13,7 @@ from crossl_edge.training.checkpoint import CheckpointError
 from crossl_edge.training.runs import DEFAULT_RUN, DataChoice
 
 # Errors a user can fix; shown as one line, not a traceback.
-USER_ERRORS = (DataError, SpecError, CheckpointError, ValueError, FileNotFoundError)
-
-
-def floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in text.split(",") if v)
+USER_ERRORS = (DataError, SpecError, CheckpointError, ValueError, FileNotFoundError, FloatingPointError)
 
 
 def ints(text: str) -> tuple[int, ...]:
@@ -75,10 +71,11 @@ def data_choice(args: argparse.Namespace) -> DataChoice:
     )
 
 
-def add_compute_args(p: argparse.ArgumentParser) -> None:
+def add_compute_args(p: argparse.ArgumentParser, training: bool = True) -> None:
     g = p.add_argument_group("compute")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: CUDA if present (%(default)s)")
-    g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA (it is never used on the CPU)")
+    if training:
+        g.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA (it is never used on the CPU)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
 

@@ -37,11 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def body(args: argparse.Namespace) -> int:
     from crossl_edge.models import ModelConfig
-    from crossl_edge.training.checkpoint import save_json
     from crossl_edge.training.device import place
     from crossl_edge.training.pretrain import PretrainConfig
     from crossl_edge.training.runs import (
-        label_budget, prepare, publish_default_model, run_pretraining, save_net, stats_baseline, train_and_score,
+        label_budget, prepare, publish_default_model, record_metrics, run_pretraining, save_model, stats_baseline,
+        train_and_score,
     )
     from crossl_edge.training.supervised import FinetuneConfig
 
@@ -62,6 +62,7 @@ def body(args: argparse.Namespace) -> int:
     )
     print(f"CroSSL pretraining: {args.epochs} epochs on {len(prep.train)} unlabelled windows, {pre.seconds:.0f} s")
     idx = label_budget(prep, args.label_fraction, None, args.seed)
+    n_test = len(prep.labelled(prep.test))
     variants = [
         ("crossl_probe", "probe", 0.0),
         ("crossl_finetune", "finetune", 0.0),
@@ -72,17 +73,16 @@ def body(args: argparse.Namespace) -> int:
     for tag, mode, mdrop in variants:
         cfg = FinetuneConfig(mode=mode, max_steps=args.steps, modality_dropout=mdrop, seed=args.seed)
         net, fit, scores = train_and_score(backbone, prep, idx, cfg, placement, progress=not args.quiet)
-        save_net(run / f"model_{tag}.pt", net.cpu())
-        save_json(run / f"model_{tag}.json", {"config": cfg.to_dict(), "labelled_windows": int(len(idx)),
-                                               "label_fraction": args.label_fraction, "val_macro_f1": fit.best_val_f1,
-                                               "seconds": fit.seconds, "test_macro_f1": scores})
+        save_model(run, tag, net, cfg, len(idx), fit, scores, label_fraction=args.label_fraction, label_seed=args.seed)
+        record_metrics(run, f"model_{tag}.pt", scores, n_test)
         results[tag] = scores
         print(f"{tag}: validation macro-F1 {fit.best_val_f1:.3f}, test {next(iter(scores.values())):.3f} ({fit.seconds:.0f} s)")
     # The cheap baseline every deep result stands beside, on the same labelled windows.
     results["stats_lr"], lr_c, lr_val = stats_baseline(prep, idx)
     print(f"stats_lr: validation macro-F1 {lr_val:.3f} (C={lr_c:g}), test {next(iter(results['stats_lr'].values())):.3f}")
+    record_metrics(run, "stats_lr (window statistics + logistic regression)", results["stats_lr"], n_test)
     publish_default_model(run, "crossl_finetune")
-    save_json(run / "metrics.json", {f"model_{k}.pt": {"macro_f1": v} for k, v in results.items()})
+    record_metrics(run, "model.pt", results["crossl_finetune"], n_test)
 
     subsets = list(next(iter(results.values())))
     table = {s: "  ".join(f"{results[t][s]:.3f}".rjust(len(t)) for t in results) for s in subsets}

@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="model.pt", help="model file inside the run folder (default: %(default)s)")
     p.add_argument("--data", default=None, help="data folder, if not where the run found it")
     p.add_argument("--all-present-only", action="store_true", help="skip the modality-subset table")
-    cli.add_compute_args(p)
+    cli.add_compute_args(p, training=False)
     return p
 
 
@@ -32,8 +32,9 @@ def format_table(scores: dict[str, float]) -> str:
 
 
 def body(args: argparse.Namespace) -> int:
-    from crossl_edge.training.checkpoint import CheckpointError, load_json, save_json
-    from crossl_edge.training.runs import load_net, prepare_for_run, read_run, heldout_scores
+    from crossl_edge.training.checkpoint import CheckpointError
+    from crossl_edge.training.device import place
+    from crossl_edge.training.runs import heldout_scores, load_net, prepare_for_run, read_run, record_metrics
 
     run = Path(args.run)
     info = read_run(run)
@@ -44,13 +45,10 @@ def body(args: argparse.Namespace) -> int:
             f"no model {path}; models in this run: {', '.join(made) or 'none'} "
             f"(make one with python -m crossl_edge.finetune --run {run} --set-default)"
         )
-    net = load_net(path, info)
+    net = load_net(path, info).to(place(args.device, amp=False).device)
     prep = prepare_for_run(info, args.data)
     scores = heldout_scores(net, prep, all_subsets=not args.all_present_only)
-    metrics_path = run / "metrics.json"
-    metrics = load_json(metrics_path) if metrics_path.is_file() else {}
-    metrics[args.model] = {"test_windows": int(len(prep.labelled(prep.test))), "macro_f1": scores}
-    save_json(metrics_path, metrics)
+    record_metrics(run, args.model, scores, len(prep.labelled(prep.test)))
     print(f"{path} on {len(prep.labelled(prep.test))} held-out test windows ({info.choice.dataset}):")
     print(format_table(scores))
     return 0

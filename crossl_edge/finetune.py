@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="finetune: backbone learning rate = lr times this (default: %(default)s)",
     )
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the head and the batches (default: %(default)s)")
+    p.add_argument(
+        "--seed", type=int, default=d.seed,
+        help="seed of the fresh weights (the head; every weight with --mode scratch), batches and dropout (default: %(default)s)",
+    )
     p.add_argument("--tag", default=None, help="name of the model files (default: <mode>_<budget>)")
     p.add_argument("--set-default", action="store_true", help="also make this the run's model.pt, the one export takes")
     cli.add_compute_args(p)
@@ -49,14 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def body(args: argparse.Namespace) -> int:
-    from crossl_edge.training.checkpoint import CheckpointError, save_json
+    from crossl_edge.training.checkpoint import CheckpointError
     from crossl_edge.training.device import place
     from crossl_edge.training.runs import (
-        fit_classifier, label_budget, load_net, prepare_for_run, publish_default_model, read_run, save_net, heldout_scores,
+        label_budget, load_net, prepare_for_run, publish_default_model, read_run, record_metrics, save_model,
+        train_and_score,
     )
     from crossl_edge.training.supervised import FinetuneConfig
 
-    fraction = args.label_fraction if args.labels_per_class is None and args.label_fraction is not None else None
+    fraction = args.label_fraction
     if fraction is None and args.labels_per_class is None:
         fraction = 0.1
     cfg = FinetuneConfig(
@@ -68,28 +72,22 @@ def body(args: argparse.Namespace) -> int:
     placement = place(args.device, amp=not args.no_amp)
     prep = prepare_for_run(info, args.data)
     if args.mode == "scratch":
-        net = info.new_net()
+        backbone = info.new_net()  # only its shape is used: scratch starts from fresh weights seeded by --seed
+    elif not (run / "backbone.pt").is_file():
+        raise CheckpointError(f"{run} has no backbone.pt; pretrain first: python -m crossl_edge.pretrain --run {run}")
     else:
-        if not (run / "backbone.pt").is_file():
-            raise CheckpointError(f"{run} has no backbone.pt; pretrain first: python -m crossl_edge.pretrain --run {run}")
-        net = load_net(run / "backbone.pt", info)
+        backbone = load_net(run / "backbone.pt", info)
     idx = label_budget(prep, fraction, args.labels_per_class, args.label_seed)
-    result = fit_classifier(net.to(placement.device), prep, idx, cfg, placement, progress=not args.quiet)
-    scores = heldout_scores(net, prep, all_subsets=False)
+    net, result, scores = train_and_score(backbone, prep, idx, cfg, placement, progress=not args.quiet)
     budget = f"{fraction:g}" if fraction is not None else f"{args.labels_per_class}pc"
     tag = args.tag or f"{args.mode}_{budget}" + (f"_md{args.modality_dropout:g}" if args.modality_dropout else "")
-    save_net(run / f"model_{tag}.pt", net.cpu())
-    save_json(
-        run / f"model_{tag}.json",
-        {
-            "config": cfg.to_dict(), "labelled_windows": int(len(idx)), "label_fraction": fraction,
-            "labels_per_class": args.labels_per_class, "label_seed": args.label_seed,
-            "val_macro_f1": result.best_val_f1, "best_step": result.best_step, "steps": result.steps,
-            "seconds": result.seconds, "test_macro_f1_all_present": next(iter(scores.values())),
-        },
-    )
+    save_model(run, tag, net, cfg, len(idx), result, scores, label_fraction=fraction,
+               labels_per_class=args.labels_per_class, label_seed=args.label_seed)
+    n_test = len(prep.labelled(prep.test))
+    record_metrics(run, f"model_{tag}.pt", scores, n_test)
     if args.set_default:
         publish_default_model(run, tag)
+        record_metrics(run, "model.pt", scores, n_test)
     print(
         f"{args.mode} on {len(idx)} labelled windows: validation macro-F1 {result.best_val_f1:.3f} (step {result.best_step}), "
         f"test macro-F1 {next(iter(scores.values())):.3f} on {len(prep.labelled(prep.test))} held-out windows\n"

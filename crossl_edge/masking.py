@@ -43,7 +43,7 @@ _MASKERS = {"spatial": spatial_mask, "random": random_mask, "feature": feature_m
 class LatentMasking(nn.Module):
     """Draws a keep-mask for a latent tensor [B, M, D]; 1 = visible, 0 = masked."""
 
-    def __init__(self, strategy: str = "spatial", keep_prob: float = 0.9) -> None:
+    def __init__(self, strategy: str = "spatial", keep_prob: float = 0.75) -> None:
         super().__init__()
         if strategy not in _MASKERS:
             raise ValueError(f"unknown masking strategy {strategy!r}; valid strategies: {', '.join(STRATEGIES)}")

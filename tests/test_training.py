@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from crossl_edge.data import load_windows
+from crossl_edge.data import DataError, load_windows
 from crossl_edge.models import CroSSLNet, ModelConfig
 from crossl_edge.training import pretrain as pretrain_mod
 from crossl_edge.training.checkpoint import CheckpointError
@@ -43,6 +43,9 @@ def test_protocols_never_leak(lis_raw):
             assert not set(parts.train) & set(parts.val)
     day = split_windows(lis_raw, "group:2020-07-09")
     assert len(day.test) == 78 and set(lis_raw.group[day.test]) == {"2020-07-09"}
+    with pytest.raises(DataError, match="0..4"):
+        split_windows(lis_raw, "kfold:5", 5)
+    assert len(split_windows(lis_raw, "kfold:10", 7).test) == 78  # k, not --n-splits, bounds the fold
 
 
 def test_subject_protocol_rotates_test_subjects(datasets_root):
@@ -72,9 +75,10 @@ def test_crossl_end_to_end_learns_on_real_data(lis, tmp_path):
     assert scores_probe["emg+acc+gyro"] > 0.12, scores_probe
     assert scores_tuned["emg+acc+gyro"] > 0.5, scores_tuned
     assert len(scores_tuned) == 7  # every non-empty subset of 3 modalities
-    # the probe left the pretrained backbone untouched
-    for a, b in zip(probe.backbone_parameters(), net.backbone_parameters()):
-        assert torch.equal(a, b)
+    # the probe left the pretrained backbone untouched, BatchNorm running statistics included
+    for (name, a), b in zip(probe.state_dict().items(), net.state_dict().values()):
+        if not name.startswith("head."):
+            assert torch.equal(a, b), name
 
 
 def test_pretraining_resumes_exactly_after_a_kill(lis, tmp_path, monkeypatch):
@@ -105,7 +109,7 @@ def test_pretraining_resumes_exactly_after_a_kill(lis, tmp_path, monkeypatch):
     assert result.resumed_from_epoch == 1 and len(result.history) == 3
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), name
-    with pytest.raises(CheckpointError, match="another pretraining configuration"):
+    with pytest.raises(CheckpointError, match="another pretraining or model configuration"):
         pretrain(CroSSLNet(lis.ws.specs, 26), x, PretrainConfig(epochs=4, batch_size=64, seed=1), CPU, ckpt, progress=False)
 
 
@@ -121,6 +125,9 @@ def test_checkpoint_for_other_modalities_is_refused(datasets_root, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read"):
         load_net(tmp_path / "junk.pt", info)
+    # nor for other settings: the models in the folder were trained on that backbone
+    with pytest.raises(CheckpointError, match="other model or pretraining settings"):
+        run_pretraining(tmp_path / "a", prep, ModelConfig(), PretrainConfig(epochs=1), CPU, False)
     # the same folder cannot silently be reused for other data
     with pytest.raises(CheckpointError, match="other data"):
         run_pretraining(tmp_path / "a", prepare(DataChoice(dataset="lis-emg-imu", protocol="kfold:5"), datasets_root),
@@ -140,7 +147,7 @@ def test_cli_pretrain_finetune_evaluate(datasets_root, tmp_path, capsys):
     assert "test macro-F1" in out and "model_finetune_3pc.pt" in out
     assert evaluate.main(["--run", run, *common]) == 0
     table = capsys.readouterr().out
-    assert "emg+acc+gyro" in table and "gyro" in table
+    assert "emg+acc+gyro" in table and "\ngyro " in table
     metrics = json.loads((tmp_path / "cli" / "metrics.json").read_text())
     assert len(metrics["model.pt"]["macro_f1"]) == 7
     assert all(0.0 <= v <= 1.0 for v in metrics["model.pt"]["macro_f1"].values())

@@ -73,5 +73,5 @@ class ModalityEncoder(nn.Module):
         y = self.blocks(self.stem(x))  # [B, W, T']
         b, c, t = y.shape
         # Pool over time as a 4-D mean: ExecuTorch's XNNPACK delegate lowers only this form (DESIGN.md).
-        pooled = y.reshape(b, c, 1, t).mean((2, 3))  # [B, W]
+        pooled = y.reshape(b, c, 1, t).mean((2, 3), keepdim=True).reshape(b, c)  # [B, W]
         return self.proj(self.dropout(pooled))  # [B, D]

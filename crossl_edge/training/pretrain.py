@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 class PretrainConfig:
     epochs: int = 30
     batch_size: int = 128  # per process; VICReg's variance/covariance are batch statistics, so not too small
-    lr: float = 2e-3  # AdamW peak, cosine-decayed to zero after a one-epoch warm-up
+    lr: float = 2e-3  # AdamW peak; see lr_factor for the schedule
     weight_decay: float = 1e-4
     masking: str = "spatial"  # spatial | random | feature (see crossl_edge.masking)
     keep_prob: float = 0.75  # probability that a latent entry stays visible in a view
@@ -36,6 +36,22 @@ class PretrainConfig:
     cov: float = 100.0  # VICReg covariance coefficient
     expander: tuple[int, ...] = (128, 32)  # MLP after the global embedding; VICReg acts on its output
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        from crossl_edge.masking import STRATEGIES
+
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (VICReg uses batch statistics), got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.masking not in STRATEGIES:
+            raise ValueError(f"unknown masking strategy {self.masking!r}; valid strategies: {', '.join(STRATEGIES)}")
+        if not 0.0 < self.keep_prob <= 1.0:
+            raise ValueError(f"keep_prob must be in (0, 1], got {self.keep_prob}")
+        if not self.expander or min(self.expander) < 1:
+            raise ValueError(f"expander needs at least one positive width, got {self.expander}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,6 +62,12 @@ class PretrainConfig:
         if "expander" in d:
             d["expander"] = tuple(d["expander"])
         return cls(**d)
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Learning-rate multiplier: a cosine from 1 to 0 over the whole run, times a linear warm-up over the
+    first `warmup` steps (so the peak is a little under 1 when the run is only a few epochs long)."""
+    return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 
 
 def make_expander(in_dim: int, dims: tuple[int, ...]) -> nn.Sequential:
@@ -107,26 +129,36 @@ def pretrain(
     steps_per_epoch = max(1, n // (cfg.batch_size * placement.world))
     total = max(1, cfg.epochs * steps_per_epoch)
     warmup = steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, warmup, total))
     scaler = placement.grad_scaler()
     result = PretrainResult()
     start_epoch = 0
+    # The checkpoint is only resumed by the same pretraining and network configuration.
+    config_key = json.dumps({"pretrain": cfg.to_dict(), "model": net.cfg.to_dict()}, sort_keys=True)
     if checkpoint is not None and Path(checkpoint).is_file():
         state = load_state(checkpoint)
-        if state.get("config") != json.dumps(cfg.to_dict(), sort_keys=True):
+        if state.get("config") != config_key:
             raise CheckpointError(
-                f"{checkpoint} was made with another pretraining configuration; delete it or use another --run folder"
+                f"{checkpoint} was made with another pretraining or model configuration; "
+                "start again with the same options, delete it, or use another --run folder"
             )
-        objective.load_state_dict(state["objective"])
-        optim.load_state_dict(state["optim"])
-        sched.load_state_dict(state["sched"])
-        torch.set_rng_state(state["rng"])  # masks and dropout continue as if never interrupted
+        try:
+            objective.load_state_dict(state["objective"])
+            optim.load_state_dict(state["optim"])
+            sched.load_state_dict(state["sched"])
+            scaler.load_state_dict(state["scaler"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{checkpoint} does not fit this network: {e}") from e
+        # masks and dropout continue as if never interrupted
+        torch.set_rng_state(state["rng"])
+        if torch.cuda.is_available() and len(state.get("cuda_rng", [])) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         start_epoch = int(state["epoch"])
         result.history = json.loads(state["history"])
         result.resumed_from_epoch = start_epoch
         log.info("resumed pretraining from %s at epoch %d", checkpoint, start_epoch)
+    elif placement.world > 1:
+        torch.manual_seed(cfg.seed + 1000 * placement.rank)  # same initial weights (set above), own masks per rank
     t0 = time.perf_counter()
     bar = tqdm(range(start_epoch, cfg.epochs), desc="CroSSL pretrain", disable=not (progress and placement.is_main))
     for epoch in bar:
@@ -158,8 +190,10 @@ def pretrain(
                     "optim": optim.state_dict(),
                     "sched": sched.state_dict(),
                     "epoch": epoch + 1,
+                    "scaler": scaler.state_dict(),
                     "rng": torch.get_rng_state(),
-                    "config": json.dumps(cfg.to_dict(), sort_keys=True),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                    "config": config_key,
                     "history": json.dumps(result.history),
                 },
             )

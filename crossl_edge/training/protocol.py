@@ -46,10 +46,12 @@ def split_windows(
     val_fraction: float = 0.15,
     seed: int = 0,
 ) -> SplitIndices:
-    """Window indices for split number `split` (0-based) of `protocol` (see the module docstring)."""
-    if not 0 <= split < n_splits:
-        raise DataError(f"split must be in 0..{n_splits - 1}, got {split}")
+    """Window indices for split number `split` (0-based) of `protocol` (see the module docstring).
+
+    `n_splits` applies to the subject-wise protocol; for "group:" `split` only reseeds the validation draw."""
     if protocol == "subjects":
+        if not 0 <= split < n_splits:
+            raise DataError(f"split must be in 0..{n_splits - 1} for {n_splits} subject-wise splits, got {split}")
         subjects = np.unique(ws.subject)
         if len(subjects) < 3:
             raise DataError(
@@ -71,9 +73,11 @@ def split_windows(
             k = int(protocol.split(":", 1)[1])
         except ValueError:
             raise DataError(f"protocol {protocol!r}: expected kfold:<k> with an integer k") from None
+        if not 0 <= split < k:
+            raise DataError(f"split must be in 0..{k - 1} for {protocol}, got {split}")
         labelled = np.flatnonzero(ws.y >= 0)
         folds = stratified_kfold(ws.y[labelled], k, seed)
-        tr_local, te_local = folds[split % k]
+        tr_local, te_local = folds[split]
         tr, va = _stratified_holdout(labelled[tr_local], ws.y, val_fraction, seed + split)
-        return SplitIndices(tr, va, labelled[te_local], {"protocol": protocol, "split": split, "fold": split % k})
+        return SplitIndices(tr, va, labelled[te_local], {"protocol": protocol, "split": split, "fold": split})
     raise DataError(f"unknown protocol {protocol!r}; valid: subjects, group:<name>, kfold:<k>")

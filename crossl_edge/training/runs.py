@@ -90,8 +90,9 @@ def prepare(
     raw = raw if raw is not None else load_raw(choice, data_root)
     parts = split_windows(raw, choice.protocol, choice.split, choice.n_splits, seed=choice.split_seed)
     for name, idx in (("training", parts.train), ("validation", parts.val), ("test", parts.test)):
-        if len(idx) == 0:
-            raise DataError(f"the {name} part of split {choice.split} of {choice.protocol!r} is empty")
+        if not (raw.y[idx] >= 0).any():
+            # without labelled validation windows model selection has nothing to go on; without test ones, no score
+            raise DataError(f"the {name} part of split {choice.split} of {choice.protocol!r} has no labelled windows")
     norm = norm if norm is not None else NormStats.fit(raw, parts.train)
     return Prepared(choice, norm.apply(raw), norm, parts.train, parts.val, parts.test, parts.description)
 
@@ -194,6 +195,12 @@ def run_pretraining(
         old = load_json(run_dir / "run.json")
         if old.get("data") != prep.choice.to_dict() or old.get("modalities") != [s.to_dict() for s in prep.ws.specs]:
             raise CheckpointError(f"{run_dir} holds a run on other data; pick another --run folder or delete it")
+        as_json = json.loads(json.dumps({"model": model_cfg.to_dict(), "pretrain": cfg.to_dict()}))
+        if {"model": old.get("model"), "pretrain": old.get("pretrain")} != as_json:
+            raise CheckpointError(
+                f"{run_dir} holds a run with other model or pretraining settings (its models were trained on that "
+                "backbone); pick another --run folder or delete it"
+            )
     if placement.is_main:
         write_run_json(run_dir, prep, model_cfg, cfg)
     torch.manual_seed(cfg.seed)  # the same initial weights on every DDP rank
@@ -238,6 +245,28 @@ def heldout_scores(net: CroSSLNet, prep: Prepared, all_subsets: bool = True) -> 
     x = prep.tensors(test, next(net.parameters()).device)
     subsets = None if all_subsets else [net.names]
     return evaluate_subsets(net, x, prep.ws.y[test], subsets)
+
+
+def save_model(
+    run_dir: Path, tag: str, net: CroSSLNet, cfg: FinetuneConfig, n_labelled: int, fit: FitResult, scores: dict, **extra
+) -> None:
+    """model_<tag>.pt and model_<tag>.json: the weights, and how they were made and scored."""
+    save_net(Path(run_dir) / f"model_{tag}.pt", net.cpu())
+    save_json(
+        Path(run_dir) / f"model_{tag}.json",
+        {
+            "config": cfg.to_dict(), "labelled_windows": int(n_labelled), "val_macro_f1": fit.best_val_f1,
+            "best_step": fit.best_step, "steps": fit.steps, "seconds": fit.seconds, "test_macro_f1": scores, **extra,
+        },
+    )
+
+
+def record_metrics(run_dir: Path, key: str, scores: dict[str, float], test_windows: int) -> None:
+    """Add (or replace) one entry of <run>/metrics.json, keeping the others."""
+    path = Path(run_dir) / "metrics.json"
+    metrics = load_json(path) if path.is_file() else {}
+    metrics[key] = {"test_windows": int(test_windows), "macro_f1": scores}
+    save_json(path, metrics)
 
 
 def publish_default_model(run_dir: Path, tag: str) -> None:

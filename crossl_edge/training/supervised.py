@@ -42,13 +42,22 @@ class FinetuneConfig:
             raise ValueError(f"unknown fine-tuning mode {self.mode!r}; valid modes: {', '.join(MODES)}")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
+        if self.mode == "probe" and self.modality_dropout > 0:
+            raise ValueError("a linear probe trains on fixed embeddings of all modalities: modality dropout needs "
+                             "--mode finetune or scratch")
+        for name in ("max_steps", "batch_size", "eval_every", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights (mean 1 over the classes present), so macro-F1 is what the loss cares about."""
+    """Inverse-frequency weights n / (K_present * n_k): every class present weighs the same in the loss (the
+    weights average 1 over the samples), so the loss cares about what macro-F1 measures."""
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     w = np.where(counts > 0, counts.sum() / (np.count_nonzero(counts) * np.maximum(counts, 1)), 0.0)
     return torch.tensor(w, dtype=torch.float32)
