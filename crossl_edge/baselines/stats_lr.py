@@ -481,7 +481,7 @@ def fit_stats_baseline(
         model = LogisticRegression(C=C, class_weight=class_weight).fit(X, y, n_classes)
         model.feature_names_ = names
         score = float("nan") if val_ws is None else macro_f1(yv, model.predict(Xv), n_classes)
-        log.info("stats+LR C=%g: val macro-F1 %.4f (%d iterations)", C, score, model.n_iter_)
+        log.debug("stats+LR C=%g: val macro-F1 %.4f (%d iterations)", C, score, model.n_iter_)
         if best is None or score > best[2]:
             best = (model, C, score)
     return best
