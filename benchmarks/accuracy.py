@@ -60,6 +60,7 @@ class Plan:
     budgets: list[tuple[str, float | None, int | None]]  # (label, fraction, per_class)
     epochs: int
     steps: int
+    vicreg: tuple[float, float, float] = (10.0, 10.0, 100.0)  # sim, std, cov
 
 
 def plans(dataset: str, quick: bool) -> list[Plan]:
@@ -93,7 +94,8 @@ def run_split(plan: Plan, split: int, raw, out: Path, device: str) -> dict:
     torch.manual_seed(seed)
     backbone, pre = run_pretraining(
         out / "tmp" / f"{plan.protocol.replace(':', '_')}_{split}", prep, ModelConfig(),
-        PretrainConfig(epochs=plan.epochs, seed=seed), placement, progress=False,
+        PretrainConfig(epochs=plan.epochs, seed=seed, sim=plan.vicreg[0], std=plan.vicreg[1], cov=plan.vicreg[2]),
+        placement, progress=False,
     )
     result: dict = {"split": prep.split_info, "pretrain_seconds": pre.seconds, "budgets": {}}
     for label, fraction, per_class in plan.budgets:
@@ -137,7 +139,8 @@ def report(plan: Plan, runs: list[dict]) -> str:
     lines = [
         f"### {plan.dataset}, protocol `{plan.protocol}`, {len(runs)} splits/repeats: test macro-F1, all sensors present",
         "",
-        f"{plan.epochs} CroSSL epochs, at most {plan.steps} steps per downstream training; {seconds / 60:.1f} min of compute.",
+        f"{plan.epochs} CroSSL epochs, VICReg sim/std/cov {'/'.join(f'{v:g}' for v in plan.vicreg)}, at most "
+        f"{plan.steps} steps per downstream training; {seconds / 60:.1f} min of compute.",
         "",
     ]
     lines.append("| method | " + " | ".join(f"{b} ({runs[0]['budgets'][b]['labelled_windows']} labels)" for b in budgets) + " |")
@@ -181,6 +184,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="one split, one budget, tiny training: checks the pipeline, not accuracy")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--vicreg", type=lambda t: tuple(float(v) for v in t.split(",")), default=(10.0, 10.0, 100.0),
+                   help="CroSSL's VICReg weights sim,std,cov (default: 10,10,100)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("crossl_edge").setLevel(logging.WARNING)
@@ -189,27 +194,36 @@ def main(argv=None) -> int:
     out = Path(args.out)
     t0 = time.perf_counter()
     sections = []
+    compute_s = 0.0
     for dataset in args.dataset or ["stress-predict", "lis-emg-imu"]:
         raw = load_windows(dataset, args.data)
         for plan in plans(dataset, args.quick):
+            plan.vicreg = tuple(args.vicreg)
             runs = []
             for split in plan.splits:
                 path = raw_path(out, plan, split)
                 plan_json = json.loads(json.dumps(plan.__dict__))  # as stored: tuples become lists
-                if path.is_file() and json.loads(path.read_text()).get("plan") == plan_json:
-                    runs.append(json.loads(path.read_text()))
-                    continue
+                if path.is_file():
+                    stored = json.loads(path.read_text())
+                    stored["plan"].setdefault("vicreg", [10.0, 10.0, 100.0])  # files from before the --vicreg flag
+                    if stored["plan"] == plan_json:
+                        runs.append(stored)
+                        continue
                 r = run_split(plan, split, raw, out, args.device)
                 r["plan"] = plan.__dict__
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(r, indent=1))
                 runs.append(r)
             sections.append(report(plan, runs))
+            compute_s += sum(r["seconds"] for r in runs)
     header = [
         "# Accuracy benchmark",
         "",
-        f"Command: `python -m benchmarks.accuracy{' --quick' if args.quick else ''}`; this invocation took "
-        f"{time.perf_counter() - t0:.0f} s (splits already on disk are reused, see raw/).",
+        f"Command: `python -m benchmarks.accuracy{' --quick' if args.quick else ''}"
+        + (f" --vicreg {','.join(f'{v:g}' for v in args.vicreg)}" if tuple(args.vicreg) != (10.0, 10.0, 100.0) else "")
+        + (f" --dataset {' --dataset '.join(args.dataset)}" if args.dataset else "")
+        + f" --out {args.out}`: {compute_s / 60:.1f} min of compute over all splits (each timed when it ran); this "
+        f"invocation took {time.perf_counter() - t0:.0f} s (splits already on disk are reused, see raw/).",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"Python {platform.python_version()}, torch {torch.__version__}.",
         "Mean ± standard deviation over splits; paired differences are per split, ± their standard error.",
