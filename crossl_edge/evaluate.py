@@ -48,8 +48,9 @@ def body(args: argparse.Namespace) -> int:
     net = load_net(path, info).to(place(args.device, amp=False).device)
     prep = prepare_for_run(info, args.data)
     scores = heldout_scores(net, prep, all_subsets=not args.all_present_only)
-    record_metrics(run, args.model, scores, len(prep.labelled(prep.test)))
-    print(f"{path} on {len(prep.labelled(prep.test))} held-out test windows ({info.choice.dataset}):")
+    n_test = len(prep.labelled(prep.test))
+    record_metrics(run, args.model, scores, n_test)
+    print(f"{path} on {n_test} held-out test windows ({info.choice.dataset}):")
     print(format_table(scores))
     return 0
 

@@ -90,7 +90,7 @@ def body(args: argparse.Namespace) -> int:
         record_metrics(run, "model.pt", scores, n_test)
     print(
         f"{args.mode} on {len(idx)} labelled windows: validation macro-F1 {result.best_val_f1:.3f} (step {result.best_step}), "
-        f"test macro-F1 {next(iter(scores.values())):.3f} on {len(prep.labelled(prep.test))} held-out windows\n"
+        f"test macro-F1 {next(iter(scores.values())):.3f} on {n_test} held-out windows\n"
         f"wrote {run}/model_{tag}.pt; next: python -m crossl_edge.evaluate --run {run} --model model_{tag}.pt"
     )
     return 0
