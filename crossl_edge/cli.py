@@ -7,13 +7,11 @@ import logging
 import sys
 from typing import Callable, Sequence
 
-from crossl_edge.data.types import DataError
-from crossl_edge.spec import SpecError
-from crossl_edge.training.checkpoint import CheckpointError
-from crossl_edge.training.runs import DEFAULT_RUN, DataChoice
+from crossl_edge.paths import DEFAULT_RUN
 
-# Errors a user can fix; shown as one line, not a traceback.
-USER_ERRORS = (DataError, SpecError, CheckpointError, ValueError, FileNotFoundError, FloatingPointError)
+# Errors a user can fix; shown as one line, not a traceback. DataError, SpecError, CheckpointError and
+# BundleError are ValueErrors. Nothing here imports torch: the runtime's commands use this module on the Pi.
+USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
 
 
 def ints(text: str) -> tuple[int, ...]:
@@ -58,7 +56,9 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split-seed", type=int, default=0, help="seed of the subject shuffle (default: %(default)s)")
 
 
-def data_choice(args: argparse.Namespace) -> DataChoice:
+def data_choice(args: argparse.Namespace):
+    from crossl_edge.training.runs import DataChoice
+
     return DataChoice(
         dataset=args.dataset,
         window_s=args.window,
@@ -81,10 +81,9 @@ def add_compute_args(p: argparse.ArgumentParser, training: bool = True) -> None:
 
 
 def setup(args: argparse.Namespace) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    # Our own progress at INFO; other libraries' (the exporters log every lowering pass) only when they warn.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("crossl_edge").setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     if getattr(args, "threads", None):
         import torch
 

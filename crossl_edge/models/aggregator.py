@@ -48,3 +48,19 @@ class PresenceAggregator(nn.Module):
         fraction = keep3.mean(-1)  # [B, M]: 1 = present, 0 = absent
         h = self.norm(z) * keep3 + self.mask_token * (1.0 - keep3)  # [B, M, D]
         return self.mlp(torch.cat([h.reshape(b, m * d), fraction], dim=1))  # [B, G]
+
+    def forward_presence(self, z: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
+        """`forward` for whole-modality presence [B, M] (the runtime's case), in ops the edge runtimes delegate.
+
+        ExecuTorch's XNNPACK delegate has no layer norm and lowers only 4-D means, so the normalisation is
+        spelled out over [B, M, 1, D] (DESIGN.md, toolchain facts). Same function as `forward`; the export
+        checks it against `forward` on real windows every time."""
+        b, m, d = z.shape
+        z4 = z.reshape(b, m, 1, d)
+        centred = z4 - z4.mean((2, 3), keepdim=True)
+        var = (centred * centred).mean((2, 3), keepdim=True)
+        normed = (centred / torch.sqrt(var + self.norm.eps)).reshape(b, m, d) * self.norm.weight + self.norm.bias
+        keep3 = presence.reshape(b, m, 1)
+        h = normed * keep3 + self.mask_token * (1.0 - keep3)
+        return self.mlp(torch.cat([h.reshape(b, m * d), presence], dim=1))
+

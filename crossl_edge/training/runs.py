@@ -38,8 +38,6 @@ from crossl_edge.training.supervised import FinetuneConfig, FitResult, train_cla
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RUN = Path("runs/demo")
-
 
 @dataclass
 class DataChoice:

@@ -1,0 +1,3 @@
+from crossl_edge.export.cli import main
+
+raise SystemExit(main())

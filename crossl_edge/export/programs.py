@@ -1,0 +1,162 @@
+"""The network cut into the programs a bundle holds, their example inputs, and calibration data.
+
+One encoder program per modality (x [1, C, T] -> embedding [1, D]) and one aggregator + head program
+((z [1, M, D], presence [1, M]) -> (logits [1, K], global embedding [1, G])). Separate programs are what
+make skipping the encoders of absent sensors real: the runtime runs only the present ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from crossl_edge.models.crossl import CroSSLNet
+from crossl_edge.models.encoder import SeparableBlock
+from crossl_edge.runtime.bundle import AGGREGATE, encoder_program
+
+#: Canonical input and output names of each kind of program, in argument / return order.
+ENCODER_IO = (("x",), ("embedding",))
+AGGREGATE_IO = (("z", "presence"), ("logits", "global"))
+
+
+class EncoderProgram(nn.Module):
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+class AggregateProgram(nn.Module):
+    def __init__(self, net: CroSSLNet) -> None:
+        super().__init__()
+        self.aggregator = net.aggregator
+        self.head = net.head
+
+    def forward(self, z: torch.Tensor, presence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g = self.aggregator.forward_presence(z, presence)
+        return self.head(g), g
+
+
+@dataclass
+class Program:
+    name: str
+    module: nn.Module
+    example: tuple[torch.Tensor, ...]
+    calibration: list[tuple[torch.Tensor, ...]]  # batch-1 argument tuples
+    io: tuple[tuple[str, ...], tuple[str, ...]]  # canonical (input names, output names)
+    int8_plans: tuple[tuple[type, ...], ...]  # module types to quantise to int8, most aggressive first
+
+
+# What is int8 and what stays fp32, measured on Stress-Predict (demo run, 1,000 test windows, embedding error
+# ||int8 - fp32|| / ||fp32||): quantising each encoder's *input* costs 0.22 on EDA and BVP on its own
+# (training-set standardisation leaves an EDA window's own variation at about one int8 step), and the
+# aggregator's layer norm and mask blend in int8 cut argmax agreement with fp32 to 0.93. So the first conv
+# of each encoder (under 1% of the weights) and the aggregator's normalisation stay fp32. The separable
+# convs are int8 where that keeps the encoder's error under ENCODER_INT8_TOL on calibration windows (EDA's
+# int8 convs measured 0.34); otherwise only its projection is. The aggregator's MLP and the head are int8.
+ENCODER_INT8_PLANS = ((SeparableBlock, nn.Linear), (nn.Linear,))  # tried in order
+AGGREGATE_INT8_PLANS = ((nn.Linear,),)
+ENCODER_INT8_TOL = 0.10
+
+
+def in_modules(node, types: tuple[type, ...]) -> bool:
+    """Whether an exported graph node was traced inside a module of one of `types` (by class name: torch's
+    export metadata holds the class or its qualified name depending on the version)."""
+    if node.op != "call_function":
+        return True  # weights and constants (BatchNorm-folded ones carry no module stack) go with their op
+    names = {t.__qualname__ for t in types}
+    for _, t in node.meta.get("nn_module_stack", {}).values():
+        if getattr(t, "__qualname__", str(t).rsplit(".", 1)[-1].strip("'>")) in names:
+            return True
+    return False
+
+
+def presence_patterns(n_modalities: int, n: int, rng: np.random.Generator, all_present: float = 0.5) -> np.ndarray:
+    """[n, M] 0/1 presence masks as the runtime sends them: all present for about half the rows, a random
+    non-empty subset for the rest (the aggregator's int8 ranges must cover absent sensors too)."""
+    keep = np.ones((n, n_modalities), dtype=np.float32)
+    for i in np.flatnonzero(rng.random(n) >= all_present):
+        k = rng.integers(1, n_modalities + 1)
+        keep[i] = 0.0
+        keep[i, rng.choice(n_modalities, size=k, replace=False)] = 1.0
+    return keep
+
+
+def build_programs(net: CroSSLNet, windows: dict[str, np.ndarray], seed: int = 0) -> list[Program]:
+    """Programs of `net` with calibration data from normalised windows {name: [N, C, T]} (training windows).
+
+    The aggregator is calibrated on the fp32 encoders' embeddings of the same windows, absent rows zeroed
+    as the runtime sends them."""
+    net = net.eval().cpu()
+    rng = np.random.default_rng(seed)
+    programs = []
+    with torch.no_grad():
+        z = []
+        for s in net.specs:
+            x = torch.from_numpy(np.ascontiguousarray(windows[s.name], dtype=np.float32))
+            programs.append(Program(encoder_program(s.name), EncoderProgram(net.encoders[s.name]).eval(),
+                                    (x[:1].clone(),), [(x[i : i + 1],) for i in range(len(x))], ENCODER_IO,
+                                    ENCODER_INT8_PLANS))
+            z.append(net.encoders[s.name](x))
+        zs = torch.stack(z, dim=1)  # [N, M, D]
+        keep = torch.from_numpy(presence_patterns(len(net.specs), len(zs), rng))
+        zs = zs * keep[:, :, None]
+    programs.append(Program(AGGREGATE, AggregateProgram(net).eval(), (zs[:1].clone(), keep[:1].clone()),
+                            [(zs[i : i + 1], keep[i : i + 1]) for i in range(len(zs))], AGGREGATE_IO,
+                            AGGREGATE_INT8_PLANS))
+    return programs
+
+
+def _pt2e(program: Program, quantizer, fold_quantize: bool) -> nn.Module:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    prepared = prepare_pt2e(torch.export.export(program.module, program.example).module(), quantizer)
+    with torch.no_grad():
+        for args in program.calibration:
+            prepared(*args)
+    converted = convert_pt2e(prepared, fold_quantize=fold_quantize)
+    if not any("quantize_per" in str(n.target) for n in converted.graph.nodes):
+        # a quantizer whose filters match nothing leaves the program fp32 without a word: refuse that
+        raise RuntimeError(f"{program.name}: the int8 quantizer annotated no operation")
+    return converted
+
+
+def _first_output(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def relative_error(quantized: nn.Module, program: Program, n: int = 256) -> float:
+    """||q(x) - f(x)|| / ||f(x)|| of the (first) output over up to n calibration inputs."""
+    diff = ref = 0.0
+    with torch.no_grad():
+        for args in program.calibration[:n]:
+            f, q = _first_output(program.module(*args)), _first_output(quantized(*args))
+            diff += float(((q - f) ** 2).sum())
+            ref += float((f**2).sum())
+    return (diff / max(ref, 1e-24)) ** 0.5
+
+
+def quantize(
+    program: Program, make_quantizer: Callable, fold_quantize: bool = True, tolerance: float = ENCODER_INT8_TOL,
+    plans: tuple[tuple[type, ...], ...] | None = None,
+) -> tuple[nn.Module, dict]:
+    """PT2E post-training int8 of one program, with the first of its int8 plans (or `plans`) whose calibration
+    error is within `tolerance` (else the last plan). `make_quantizer(types)` gives the backend's quantizer that
+    annotates only modules of those types. Returns the module and what was chosen, for the manifest."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+
+    tried = []
+    plans = plans or program.int8_plans
+    for i, types in enumerate(plans):
+        q = move_exported_model_to_eval(_pt2e(program, make_quantizer(types), fold_quantize))
+        err = relative_error(q, program)
+        tried.append({"int8": [t.__name__ for t in types], "calibration_rel_error": round(err, 4)})
+        if err <= tolerance or i == len(plans) - 1:
+            return q, {"chosen": tried[-1], "tried": tried}
+    raise AssertionError("unreachable")

@@ -1,0 +1,170 @@
+"""Program runners: load one backend's program file from a checked bundle and run its programs.
+
+A runner moves arrays already in each tensor's stored type (float32 or int8) in and out; quantising,
+normalising and dequantising live in `crossl_edge.runtime.model`, shared by every backend.
+
+- "litert": Google's ai-edge-litert (the maintained TFLite runtime), numpy only. The Pi path.
+- "tflite-runtime": the older tflite-runtime package on the same .tflite file (needs numpy<2, so it
+  lives in its own environment; it does not delegate int8 to XNNPACK and is about 6x slower).
+- "executorch": the ExecuTorch Python runtime on the .pte file. Its Python bindings import torch, so
+  this backend is for machines that have torch; the runtime module itself never imports it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections import Counter
+from typing import Sequence
+
+import numpy as np
+
+from crossl_edge.runtime.bundle import Bundle, BundleError, TensorIO
+
+#: backend name -> (bundle file it runs, Python module it needs)
+BACKENDS = {"litert": ("litert", "ai_edge_litert"), "tflite-runtime": ("litert", "tflite_runtime"),
+            "executorch": ("executorch", "executorch")}
+AUTO_ORDER = ("litert", "tflite-runtime", "executorch")
+#: pip packages that provide each backend, for error messages
+PACKAGES = {"litert": "ai-edge-litert==2.3.0 (pip install '.[edge]')",
+            "tflite-runtime": "tflite-runtime==2.14.0 with numpy<2, in its own environment",
+            "executorch": "executorch==1.4.1 with torch==2.13.0 (pip install torch==2.13.0 '.[export]')"}
+
+
+class BackendUnavailable(BundleError):
+    """The asked-for backend is not installed here, or the bundle has no program for it."""
+
+
+def installed(backend: str) -> bool:
+    return importlib.util.find_spec(BACKENDS[backend][1]) is not None
+
+
+def choose_backend(bundle: Bundle, backend: str = "auto") -> str:
+    """`backend` itself if usable, else (for "auto") the first of AUTO_ORDER whose file and package are here."""
+    have = bundle.manifest.backends
+    if backend != "auto":
+        if backend not in BACKENDS:
+            raise BackendUnavailable(f"unknown backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
+        if BACKENDS[backend][0] not in have:
+            raise BackendUnavailable(f"bundle {bundle.path} has no {BACKENDS[backend][0]} program for backend {backend!r}")
+        if not installed(backend):
+            raise BackendUnavailable(f"backend {backend!r} is not installed; it needs {PACKAGES[backend]}")
+        return backend
+    for b in AUTO_ORDER:
+        if BACKENDS[b][0] in have and installed(b):
+            return b
+    raise BackendUnavailable(
+        f"no runtime for bundle {bundle.path} (programs: {', '.join(have)}) is installed; install one of: "
+        + "; ".join(PACKAGES[b] for b in AUTO_ORDER if BACKENDS[b][0] in have)
+    )
+
+
+class ProgramRunner:
+    """Runs named programs; `calls` counts each program's runs (how tests see which encoders ran)."""
+
+    backend: str
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    def run(self, program: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+class LiteRTRunner(ProgramRunner):
+    """Every program is a signature of one .tflite; each signature's tensors are allocated once.
+
+    The public SignatureRunner resizes and re-allocates on every call, which costs more than these small
+    programs; with fixed shapes, setting tensors and invoking the signature's subgraph directly is the
+    same computation without that (DESIGN.md, toolchain facts). The public runner allocates first."""
+
+    def __init__(self, bundle: Bundle, backend: str = "litert", threads: int | None = 1) -> None:
+        super().__init__()
+        self.backend = backend
+        interp_mod = importlib.import_module(f"{BACKENDS[backend][1]}.interpreter")
+        kwargs = {"num_threads": threads} if threads else {}
+        try:
+            self._interp = interp_mod.Interpreter(model_content=bundle.program_bytes("litert"), **kwargs)
+        except ValueError as e:  # a file that passed its checksum but is not a model (a mis-made bundle)
+            raise BundleError(f"{bundle.file('litert')} could not be loaded by {backend}: {e}") from e
+        self._w = self._interp._interpreter  # noqa: SLF001  (see the class docstring)
+        entry = bundle.manifest.backends["litert"]
+        self._plans: dict[str, tuple[int, list[int], list[int]]] = {}
+        for program in entry.inputs:
+            try:
+                runner = self._interp.get_signature_runner(program)
+            except ValueError as e:
+                raise BundleError(f"{bundle.file('litert')} has no signature {program!r}") from e
+            ins, outs = runner.get_input_details(), runner.get_output_details()
+            _check_io(program, entry.inputs[program], ins, "input")
+            _check_io(program, entry.outputs[program], outs, "output")
+            runner(**{t.name: np.zeros(t.shape, dtype=t.dtype) for t in entry.inputs[program].values()})
+            self._plans[program] = (
+                runner._subgraph_index,  # noqa: SLF001
+                [ins[t.name]["index"] for t in entry.inputs[program].values()],
+                [outs[t.name]["index"] for t in entry.outputs[program].values()],
+            )
+
+    def run(self, program: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        subgraph, ins, outs = self._plans[program]
+        for index, value in zip(ins, inputs):
+            self._w.SetTensor(index, value, subgraph)
+        self._w.Invoke(subgraph)
+        self.calls[program] += 1
+        return [self._w.GetTensor(index, subgraph) for index in outs]
+
+
+def _check_io(program: str, want: dict[str, TensorIO], details: dict, what: str) -> None:
+    """The manifest's view of a program's tensors must be what the file holds (shape, type, quantisation)."""
+    for canonical, t in want.items():
+        d = details.get(t.name)
+        if d is None:
+            raise BundleError(f"{program}: the program has no {what} {t.name!r} (manifest: {canonical})")
+        scales, zps = d["quantization_parameters"]["scales"], d["quantization_parameters"]["zero_points"]
+        scale, zp = (float(scales[0]), int(zps[0])) if len(scales) else (1.0, 0)
+        if (tuple(int(v) for v in d["shape"]) != t.shape or np.dtype(d["dtype"]).name != t.dtype
+                or not np.isclose(scale, t.scale, rtol=1e-6) or zp != t.zero_point):
+            raise BundleError(
+                f"{program}: {what} {t.name!r} is {tuple(d['shape'])} {np.dtype(d['dtype']).name} scale {scale} zp {zp} "
+                f"in the file but {t.shape} {t.dtype} scale {t.scale} zp {t.zero_point} in the manifest"
+            )
+
+
+class ExecuTorchRunner(ProgramRunner):
+    """Every program is a method of one .pte (XNNPACK-delegated); inputs and outputs are float32."""
+
+    def __init__(self, bundle: Bundle, threads: int | None = 1) -> None:
+        super().__init__()
+        self.backend = "executorch"
+        import torch  # the ExecuTorch Python runtime exchanges torch tensors
+
+        from executorch.runtime import Runtime
+
+        self._torch = torch
+        runtime = Runtime.get()
+        if threads:
+            from executorch.extension.pybindings import portable_lib
+
+            portable_lib._unsafe_reset_threadpool(int(threads))  # noqa: SLF001  (XNNPACK's thread pool size)
+        try:
+            program = runtime.load_program(bundle.program_bytes("executorch"))
+        except RuntimeError as e:
+            raise BundleError(f"{bundle.file('executorch')} could not be loaded by ExecuTorch: {e}") from e
+        entry = bundle.manifest.backends["executorch"]
+        missing = set(entry.inputs) - set(program.method_names)
+        if missing:
+            raise BundleError(f"{bundle.file('executorch')} lacks methods {sorted(missing)}")
+        self._program = program  # methods point into the program: it must outlive them
+        self._methods = {p: program.load_method(p) for p in entry.inputs}
+
+    def run(self, program: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = self._methods[program].execute([self._torch.from_numpy(a) for a in inputs])
+        self.calls[program] += 1
+        return [o.numpy().copy() for o in out]  # outputs may live in planned memory the next call reuses
+
+
+def open_runner(bundle: Bundle, backend: str = "auto", threads: int | None = 1) -> ProgramRunner:
+    backend = choose_backend(bundle, backend)
+    if backend == "executorch":
+        return ExecuTorchRunner(bundle, threads)
+    return LiteRTRunner(bundle, backend, threads)

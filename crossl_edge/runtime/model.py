@@ -1,0 +1,126 @@
+"""The bundle's network as the device runs it: encode one modality's window, aggregate what is present.
+
+Normalisation (the training statistics from the manifest) and input quantisation are fused into one
+per-channel affine map written into preallocated buffers, and outputs are dequantised in place: on these
+small programs the Python around a call costs as much as the call (DESIGN.md, toolchain facts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from crossl_edge.runtime.backends import ProgramRunner, open_runner
+from crossl_edge.runtime.bundle import AGGREGATE, Bundle, TensorIO, encoder_program, load_bundle, norm_arrays
+
+
+class InputError(ValueError):
+    """A window or embedding handed to the model has the wrong shape or non-finite values."""
+
+
+class _Feed:
+    """Writes float values into one program input as its stored type: q = clip(rint(x * a + b))."""
+
+    def __init__(self, t: TensorIO, a: np.ndarray | float = 1.0, b: np.ndarray | float = 0.0) -> None:
+        # x * a + b first applies any caller-side affine map (normalisation), then quantisation.
+        self.a = np.asarray(a, dtype=np.float32) / np.float32(t.scale)
+        self.b = np.asarray(b, dtype=np.float32) / np.float32(t.scale) + np.float32(t.zero_point)
+        self.quantized = t.quantized
+        self.work = np.zeros(t.shape[1:], dtype=np.float32)
+        self.out = np.zeros(t.shape, dtype=t.dtype)
+        info = np.iinfo(t.dtype) if t.quantized else None
+        self.lo, self.hi = (info.min, info.max) if info else (0, 0)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        np.multiply(x, self.a, out=self.work)
+        np.add(self.work, self.b, out=self.work)
+        if self.quantized:
+            np.rint(self.work, out=self.work)
+            np.clip(self.work, self.lo, self.hi, out=self.work)
+        self.out[0] = self.work  # casts to the stored type
+        return self.out
+
+
+def _dequantize(value: np.ndarray, t: TensorIO) -> np.ndarray:
+    if not t.quantized:
+        return value.astype(np.float32, copy=False).reshape(t.shape[1:])
+    return ((value.astype(np.float32) - t.zero_point) * t.scale).reshape(t.shape[1:])
+
+
+@dataclass
+class Output:
+    """One aggregation: class logits and probabilities, and the global embedding (for personalisation)."""
+
+    logits: np.ndarray  # [K]
+    probs: np.ndarray  # [K]
+    embedding: np.ndarray  # [G]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class EdgeModel:
+    """Encoders and aggregator of a checked bundle on one backend (see `crossl_edge.runtime.backends`).
+
+    Windows are in the loaders' physical units, [C, T] at the modality's native rate; the model applies
+    the manifest's normalisation itself."""
+
+    def __init__(self, bundle: Bundle | str, backend: str = "auto", threads: int | None = 1) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        m = self.bundle.manifest
+        self.manifest = m
+        self.runner: ProgramRunner = open_runner(self.bundle, backend, threads)
+        self.backend = self.runner.backend
+        entry = m.backends["executorch" if self.backend == "executorch" else "litert"]
+        self.specs = m.specs
+        self.names = m.modality_names
+        self.class_names = m.class_names
+        self._enc_in: dict[str, _Feed] = {}
+        self._enc_out: dict[str, TensorIO] = {}
+        for s in m.specs:
+            prog = encoder_program(s.name)
+            mean, std = norm_arrays(m, s.name)
+            self._enc_in[s.name] = _Feed(entry.inputs[prog]["x"], 1.0 / std, -mean / std)
+            self._enc_out[s.name] = entry.outputs[prog]["embedding"]
+        agg_in, self._agg_out = entry.inputs[AGGREGATE], entry.outputs[AGGREGATE]
+        self._z_in, self._p_in = _Feed(agg_in["z"]), _Feed(agg_in["presence"])
+        self._z = np.zeros((len(self.names), m.embed_dim), dtype=np.float32)
+        self._presence = np.zeros(len(self.names), dtype=np.float32)
+
+    @property
+    def calls(self):
+        """Program name -> how many times it ran."""
+        return self.runner.calls
+
+    def encode(self, name: str, window: np.ndarray) -> np.ndarray:
+        """The embedding [D] of one modality's raw window [C, T]."""
+        s = self.specs[self.names.index(name)] if name in self.names else None
+        if s is None:
+            raise InputError(f"unknown modality {name!r}; the bundle has {', '.join(self.names)}")
+        if window.shape != (s.channels, s.window):
+            raise InputError(f"{name}: window of shape {window.shape}, the model takes ({s.channels}, {s.window})")
+        if not np.isfinite(window).all():
+            raise InputError(f"{name}: window holds NaN or infinite values")
+        (out,) = self.runner.run(encoder_program(name), [self._enc_in[name](window)])
+        return _dequantize(out, self._enc_out[name])
+
+    def aggregate(self, embeddings: dict[str, np.ndarray]) -> Output:
+        """Fuse the embeddings of the present modalities (absent ones are simply not in the dict)."""
+        if not embeddings:
+            raise InputError("no modality present: nothing to aggregate")
+        self._z[:] = 0.0  # absent rows are zeros, as the aggregator was calibrated; it masks them anyway
+        self._presence[:] = 0.0
+        for name, z in embeddings.items():
+            i = self.names.index(name)
+            self._z[i] = z
+            self._presence[i] = 1.0
+        logits, g = self.runner.run(AGGREGATE, [self._z_in(self._z), self._p_in(self._presence)])
+        logits = _dequantize(logits, self._agg_out["logits"])
+        return Output(logits, softmax(logits), _dequantize(g, self._agg_out["global"]))
+
+    def predict(self, windows: dict[str, np.ndarray]) -> Output:
+        """Encode every given modality's window and aggregate them (the modalities not given are absent)."""
+        return self.aggregate({name: self.encode(name, w) for name, w in windows.items()})
