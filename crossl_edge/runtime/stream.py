@@ -1,0 +1,266 @@
+"""Streaming classification: samples in at each modality's native rate, timestamped predictions out.
+
+Each modality has a ring buffer of its most recent samples. Every `hop` seconds of stream time the
+classifier takes, for each present modality, the window of its last `window` samples up to that time; it
+runs a modality's encoder only when that window has moved since the last run (otherwise it reuses the
+embedding), and hands the aggregator only the present modalities. A modality is present when it is
+connected (the bridge may say it is not), has a full window of contiguous samples, and its newest
+sample is no older than `absent_after_s`. With none present the prediction says so instead of guessing.
+
+Time is the caller's clock (host seconds; the bridge maps device clocks onto it), not the wall clock,
+so a replay runs faster than real time and gives the same predictions.
+
+Bad input never stops the stream: a chunk of the wrong shape or for an unknown modality raises
+InputError (the caller's bug, said clearly); non-finite samples, chunks that go back in time, and gaps
+are dropped or reset and counted in `counters`, and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from crossl_edge.runtime.model import EdgeModel, InputError
+from crossl_edge.spec import ModalitySpec
+
+log = logging.getLogger(__name__)
+
+OK = "ok"
+NO_MODALITY = "no_modality"
+
+
+@dataclass
+class Prediction:
+    t: float  # stream time the windows end at (seconds)
+    state: str  # OK, or NO_MODALITY when no sensor is present
+    present: tuple[str, ...]  # modalities the aggregator saw
+    encoded: tuple[str, ...]  # encoders that ran for this prediction (the other present ones were reused)
+    probs: np.ndarray | None = None  # [K] class probabilities
+    label: str | None = None  # the most probable class
+    embedding: np.ndarray | None = None  # [G] global embedding (for personalisation)
+    compute_s: float = 0.0  # time spent in encoders + aggregator
+
+    def to_dict(self, class_names: tuple[str, ...]) -> dict:
+        d = {"t": round(self.t, 4), "state": self.state, "present": list(self.present), "encoded": list(self.encoded),
+             "label": self.label, "compute_ms": round(self.compute_s * 1e3, 3)}
+        if self.probs is not None:
+            d["probs"] = {c: round(float(p), 5) for c, p in zip(class_names, self.probs)}
+        return d
+
+
+class _Channel:
+    """Ring buffer of one modality: the newest `capacity` samples of the current contiguous segment."""
+
+    def __init__(self, spec: ModalitySpec, capacity: int) -> None:
+        self.spec = spec
+        self.period = 1.0 / spec.sample_rate
+        self.buf = np.zeros((capacity, spec.channels), dtype=np.float32)
+        self.capacity = capacity
+        self.connected = True
+        self.segment = 0  # bumped on every reset, so cached embeddings of an old segment are never reused
+        self.reset(None)
+
+    def reset(self, t0: float | None) -> None:
+        self.t0 = t0  # time of sample 0 of the segment; None: no samples since the last reset
+        self.count = 0  # samples in the segment so far
+        self.segment += 1
+
+    @property
+    def t_next(self) -> float:
+        """Expected time of the next sample (the end of the newest one)."""
+        return self.t0 + self.count * self.period
+
+    def append(self, x: np.ndarray) -> None:
+        n = len(x)
+        if n >= self.capacity:
+            self.buf[:] = x[-self.capacity :]
+        else:
+            i = self.count % self.capacity
+            first = min(n, self.capacity - i)
+            self.buf[i : i + first] = x[:first]
+            self.buf[: n - first] = x[first:]
+        self.count += n
+
+    def window_end(self, t: float) -> int:
+        """Index one past the newest sample at or before stream time t (clipped to what arrived)."""
+        return min(self.count, int(math.floor((t - self.t0) * self.spec.sample_rate + 1e-6)))
+
+    def window(self, end: int, out: np.ndarray) -> np.ndarray:
+        """Samples [end - window, end) as [C, T] into out."""
+        w = self.spec.window
+        idx = np.arange(end - w, end) % self.capacity
+        out[:] = self.buf[idx].T
+        return out
+
+
+@dataclass
+class StreamCounters:
+    chunks: int = 0
+    samples: int = 0
+    nonfinite_dropped: int = 0  # samples with NaN/inf, dropped
+    out_of_order_dropped: int = 0  # samples older than the stream already had, dropped
+    gaps: int = 0  # resets after a gap longer than max_gap_s (the window refills)
+    disconnects: int = 0
+    predictions: int = 0
+    no_modality: int = 0
+    skipped_ticks: int = 0  # prediction times skipped after a jump in stream time
+    encoder_runs: Counter = field(default_factory=Counter)
+    encoder_reuses: Counter = field(default_factory=Counter)
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["encoder_runs"] = dict(self.encoder_runs)
+        d["encoder_reuses"] = dict(self.encoder_reuses)
+        return d
+
+
+class StreamingClassifier:
+    """Feeds an EdgeModel from live or replayed streams (see the module docstring)."""
+
+    MAX_TICKS_PER_POLL = 1000  # after a long jump in stream time, skip ahead instead of emitting a backlog
+
+    def __init__(
+        self, model: EdgeModel, hop_s: float | None = None, absent_after_s: float = 2.0, max_gap_s: float = 0.5,
+        history_s: float = 5.0,
+    ) -> None:
+        m = model.manifest
+        self.model = model
+        self.hop_s = float(hop_s if hop_s is not None else m.hop_s)
+        if not self.hop_s > 0:
+            raise ValueError(f"hop must be positive, got {self.hop_s}")
+        self.absent_after_s = absent_after_s
+        self.max_gap_s = max_gap_s
+        self.window_s = m.window_s
+        self.channels = {
+            s.name: _Channel(s, s.window + int(math.ceil((self.hop_s + history_s) * s.sample_rate)) + 1) for s in m.specs
+        }
+        self._work = {s.name: np.zeros((s.channels, s.window), dtype=np.float32) for s in m.specs}
+        self._cache: dict[str, tuple[tuple[int, int], np.ndarray]] = {}  # name -> ((segment, end), embedding)
+        self.next_tick: float | None = None
+        self.counters = StreamCounters()
+
+    # ---- input -------------------------------------------------------------------------------------
+    def push(self, name: str, samples: np.ndarray, t0: float) -> None:
+        """Samples [n, C] (or [n] for one channel) of modality `name` at its native rate, the first at time t0."""
+        ch = self.channels.get(name)
+        if ch is None:
+            raise InputError(f"unknown modality {name!r}; the bundle has {', '.join(self.channels)}")
+        x = np.asarray(samples, dtype=np.float32)
+        if x.ndim == 1 and ch.spec.channels == 1:
+            x = x[:, None]
+        if x.ndim != 2 or x.shape[1] != ch.spec.channels:
+            raise InputError(f"{name}: samples of shape {x.shape}; expected [n, {ch.spec.channels}]")
+        if not math.isfinite(t0):
+            raise InputError(f"{name}: timestamp {t0} is not finite")
+        self.counters.chunks += 1
+        self.counters.samples += len(x)
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():
+            bad = int((~finite).sum())
+            self.counters.nonfinite_dropped += bad
+            log.warning("%s: dropped %d non-finite samples", name, bad)
+            # the finite runs keep their own times, so the gap logic below sees the hole
+            edges = np.flatnonzero(np.diff(np.concatenate([[0], finite.astype(np.int8), [0]])))
+            for start, stop in zip(edges[::2], edges[1::2]):
+                self._append(ch, x[start:stop], t0 + start * ch.period)
+            return
+        self._append(ch, x, t0)
+
+    def _append(self, ch: _Channel, x: np.ndarray, t0: float) -> None:
+        if len(x) == 0:
+            return
+        ch.connected = True
+        if ch.t0 is None:
+            ch.reset(t0)
+        else:
+            late = ch.t_next - t0
+            if late > max(2 * ch.period, 0.05):  # overlaps what we have: a replayed or reordered chunk
+                keep = int(math.floor(late * ch.spec.sample_rate + 1e-6))
+                drop = min(len(x), keep)
+                self.counters.out_of_order_dropped += drop
+                log.warning("%s: dropped %d samples older than the stream (%.3f s back)", ch.spec.name, drop, late)
+                x, t0 = x[drop:], t0 + drop * ch.period
+                if len(x) == 0:
+                    return
+            elif -late > max(self.max_gap_s, 2 * ch.period):
+                self.counters.gaps += 1
+                log.warning("%s: %.3f s gap in the stream; its window refills", ch.spec.name, -late)
+                ch.reset(t0)
+        ch.append(x)
+        if self.next_tick is None:
+            self.next_tick = t0 + self.window_s
+
+    def set_connected(self, name: str, connected: bool) -> None:
+        """What the bridge knows: a disconnected modality is absent at once and its buffer is discarded."""
+        ch = self.channels.get(name)
+        if ch is None:
+            raise InputError(f"unknown modality {name!r}; the bundle has {', '.join(self.channels)}")
+        if ch.connected and not connected:
+            self.counters.disconnects += 1
+            ch.reset(None)
+            self._cache.pop(name, None)
+        ch.connected = connected
+
+    # ---- output ------------------------------------------------------------------------------------
+    def latest_time(self) -> float | None:
+        ends = [ch.t_next for ch in self.channels.values() if ch.t0 is not None]
+        return max(ends) if ends else None
+
+    def poll(self, now: float | None = None) -> list[Prediction]:
+        """Predictions for every prediction time up to `now` (default: the newest sample's time)."""
+        now = self.latest_time() if now is None else now
+        out: list[Prediction] = []
+        if now is None or self.next_tick is None:
+            return out
+        behind = int((now - self.next_tick) / self.hop_s)
+        if behind > self.MAX_TICKS_PER_POLL:
+            self.counters.skipped_ticks += behind - self.MAX_TICKS_PER_POLL
+            self.next_tick += (behind - self.MAX_TICKS_PER_POLL) * self.hop_s
+        while self.next_tick <= now + 1e-9:
+            out.append(self.predict_at(self.next_tick))
+            self.next_tick += self.hop_s
+        return out
+
+    def present_at(self, t: float) -> dict[str, int]:
+        """{modality: window end index} for the modalities present at stream time t."""
+        present = {}
+        for name, ch in self.channels.items():
+            if not ch.connected or ch.t0 is None or t - ch.t_next > self.absent_after_s:
+                continue
+            end = ch.window_end(t)
+            if end - ch.spec.window < ch.count - ch.capacity:  # polled far behind the pushes: take the newest
+                end = ch.count
+            if end >= ch.spec.window:
+                present[name] = end
+        return present
+
+    def predict_at(self, t: float) -> Prediction:
+        start = time.perf_counter()
+        present = self.present_at(t)
+        self.counters.predictions += 1
+        if not present:
+            self.counters.no_modality += 1
+            return Prediction(t, NO_MODALITY, (), ())
+        embeddings, encoded = {}, []
+        for name, end in present.items():
+            ch = self.channels[name]
+            key = (ch.segment, end)
+            cached = self._cache.get(name)
+            if cached is not None and cached[0] == key:
+                embeddings[name] = cached[1]
+                self.counters.encoder_reuses[name] += 1
+                continue
+            z = self.model.encode(name, ch.window(end, self._work[name]))
+            self._cache[name] = (key, z)
+            embeddings[name] = z
+            encoded.append(name)
+            self.counters.encoder_runs[name] += 1
+        out = self.model.aggregate(embeddings)
+        k = int(out.probs.argmax())
+        return Prediction(t, OK, tuple(present), tuple(encoded), out.probs, self.model.class_names[k], out.embedding,
+                          time.perf_counter() - start)
