@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="replay:<dataset>:<subject or group>, e.g. replay:stress-predict:S04")
     p.add_argument("--backend", default="auto", choices=["auto", "litert", "tflite-runtime", "executorch"],
                    help="runtime (default: auto = the first installed of litert, tflite-runtime, executorch)")
-    p.add_argument("--threads", type=int, default=1, help="runtime threads (default: %(default)s; more is slower at this size)")
+    p.add_argument("--threads", dest="runtime_threads", type=int, default=1, help="runtime threads (default: %(default)s; more is slower at this size)")
     p.add_argument("--speed", type=float, default=0.0,
                    help="replay speed: 1 = real time, 10 = ten times faster, 0 = as fast as possible (default)")
     p.add_argument("--hop", type=float, default=None, help="seconds between predictions (default: the bundle's hop)")
@@ -53,7 +53,7 @@ def body(args: argparse.Namespace) -> int:
 
     dataset, key = parse_source(args.source)
     outages = [Outage.parse(t, "disconnect") for t in args.drop] + [Outage.parse(t, "stall") for t in args.stall]
-    model = EdgeModel(args.bundle, args.backend, args.threads)
+    model = EdgeModel(args.bundle, args.backend, args.runtime_threads)
     m = model.manifest
     for o in outages:
         if o.modality not in model.names:

@@ -191,6 +191,8 @@ class StreamingClassifier:
                 self.counters.gaps += 1
                 log.warning("%s: %.3f s gap in the stream; its window refills", ch.spec.name, -late)
                 ch.reset(t0)
+            else:  # jitter or a few lost samples: bridged, re-anchored so the newest samples keep their true time
+                ch.t0 = t0 - ch.count * ch.period
         ch.append(x)
         if self.next_tick is None:
             self.next_tick = t0 + self.window_s
@@ -240,6 +242,7 @@ class StreamingClassifier:
         return present
 
     def predict_at(self, t: float) -> Prediction:
+        t = float(t)
         start = time.perf_counter()
         present = self.present_at(t)
         self.counters.predictions += 1
