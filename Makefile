@@ -1,4 +1,5 @@
 # Two commands for a fresh clone: `make demo` (set up + run the main job) and `make test` (set up + run the tests).
+# `make bundle` then writes the int8 edge bundle of the demo's model (export/demo-int8/).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,13 +8,13 @@ ifneq ($(wildcard ../shared/datasets),)
 export CROSSL_EDGE_DATA ?= $(abspath ../shared/datasets)
 endif
 
-.PHONY: demo test setup clean
+.PHONY: demo test bundle setup clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	# torch==2.13.0 named in the same command as everything else: see DESIGN.md
-	$(PY) -m pip install torch==2.13.0 -e '.[train,dev]'
+	# torch==2.13.0 named in the same command as executorch and litert-torch: see DESIGN.md
+	$(PY) -m pip install torch==2.13.0 -e '.[train,export,edge,dev]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -23,6 +24,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+bundle: setup
+	$(PY) -m crossl_edge.export --int8
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -47,3 +47,17 @@ def test_specs_validated():
         CroSSLNet((ModalitySpec("a", "acc", 3, 32, 320), ModalitySpec("b", "eda", 1, 4, 20)), 2)
     with pytest.raises(SpecError, match="unknown kind"):
         ModalitySpec("a", "accelerometer", 3, 32, 320)
+
+
+def test_export_friendly_aggregator_path_equals_forward():
+    """forward_presence (what export lowers) computes the same function as forward, for every presence mask."""
+    torch.manual_seed(0)
+    net = CroSSLNet(STRESS, 3).eval()
+    with torch.no_grad():
+        net.aggregator.mask_token.normal_()
+        net.aggregator.norm.weight.uniform_(0.5, 1.5)
+        net.aggregator.norm.bias.normal_()
+    z = torch.randn(16, len(STRESS), 64) * 3 + 1
+    keep = (torch.rand(16, len(STRESS)) > 0.4).float()
+    with torch.no_grad():
+        torch.testing.assert_close(net.aggregator.forward_presence(z, keep), net.aggregator(z, keep), atol=1e-5, rtol=1e-5)

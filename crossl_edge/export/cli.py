@@ -81,6 +81,7 @@ def quiet_toolchain() -> None:
 
     warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
     logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
 def body(args: argparse.Namespace) -> int:
@@ -136,6 +137,7 @@ def body(args: argparse.Namespace) -> int:
     builders = {"executorch": executorch_backend.build, "litert": litert_backend.build}
     entries, int8_choices = {}, {}
     for backend in args.backends:
+        log.info("%s: %s programs, lowering%s ...", backend, precision, " after calibrating each" if args.int8 else "")
         tb = time.perf_counter()
         data, inputs, outputs, int8_choices[backend] = builders[backend](programs, args.int8, args.int8_tolerance)
         f = staging / BACKEND_FILES[backend]

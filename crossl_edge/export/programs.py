@@ -7,6 +7,7 @@ make skipping the encoders of absent sensors real: the runtime runs only the pre
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,6 +18,8 @@ from torch import nn
 from crossl_edge.models.crossl import CroSSLNet
 from crossl_edge.models.encoder import SeparableBlock
 from crossl_edge.runtime.bundle import AGGREGATE, encoder_program
+
+log = logging.getLogger(__name__)
 
 #: Canonical input and output names of each kind of program, in argument / return order.
 ENCODER_IO = (("x",), ("embedding",))
@@ -157,6 +160,8 @@ def quantize(
         q = move_exported_model_to_eval(_pt2e(program, make_quantizer(types), fold_quantize))
         err = relative_error(q, program)
         tried.append({"int8": [t.__name__ for t in types], "calibration_rel_error": round(err, 4)})
+        log.info("  %s: int8 %s, relative error %.3f on calibration windows", program.name,
+                 "+".join(t.__name__ for t in types), err)
         if err <= tolerance or i == len(plans) - 1:
             return q, {"chosen": tried[-1], "tried": tried}
     raise AssertionError("unreachable")
