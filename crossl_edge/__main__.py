@@ -11,6 +11,8 @@ VERBS = {
     "pretrain": "CroSSL pretraining of encoders and aggregator",
     "finetune": "train a classifier from few labels (probe, fine-tune, or from scratch)",
     "evaluate": "test macro-F1 with every subset of sensors present",
+    "export": "int8/fp32 edge bundle for ExecuTorch and LiteRT, verified against PyTorch",
+    "run": "stream a source through the torch-free runtime (replay:<dataset>:<subject>)",
 }
 
 

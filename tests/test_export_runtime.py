@@ -135,11 +135,17 @@ def test_runtime_loads_and_predicts_without_torch(int8_bundle, heldout, tmp_path
         f"np.save({str(tmp_path / 'logits.npy')!r}, out)\n"
         "assert 'torch' not in sys.modules\n"
         "print('backend', m.backend)\n"
+        "from crossl_edge.runtime import BackendUnavailable\n"
+        "try:\n"
+        f"    EdgeModel({str(int8_bundle)!r}, 'executorch')\n"
+        "except BackendUnavailable as e:\n"
+        "    print('refused:', e)\n"
     )
     proc = subprocess.run([sys.executable, str(WITHOUT_TORCH), str(script)], capture_output=True, text=True,
                           cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "backend litert" in proc.stdout
+    assert "refused: backend 'executorch' is not installed" in proc.stdout  # it needs torch, which is not here
     np.testing.assert_array_equal(np.load(tmp_path / "logits.npy"), expected)
     # and the blocker really blocks: the same process cannot import torch
     proc = subprocess.run([sys.executable, str(WITHOUT_TORCH), "-m", "torch"], capture_output=True, text=True, timeout=60)
@@ -282,6 +288,10 @@ def test_commands_explain_user_errors(run_dir, int8_bundle, tmp_path, capsys):
     assert "executorch, litert" in capsys.readouterr().err
     assert run.main(["--bundle", str(tmp_path / "none"), "--source", "replay:stress-predict:S04"]) == 2
     assert "crossl_edge.export" in capsys.readouterr().err
+    from crossl_edge.__main__ import main as crossl_main
+
+    assert crossl_main(["run", "--bundle", str(tmp_path / "none"), "--source", "replay:stress-predict:S04"]) == 2
+    assert "does not exist" in capsys.readouterr().err
     assert run.main(["--bundle", str(int8_bundle), "--source", "live:x"]) == 2
     assert "replay:<dataset>:<subject>" in capsys.readouterr().err
     assert run.main(["--bundle", str(int8_bundle), "--source", "replay:stress-predict:S99", "--quiet"]) == 2

@@ -36,7 +36,11 @@ class BackendUnavailable(BundleError):
 
 
 def installed(backend: str) -> bool:
-    return importlib.util.find_spec(BACKENDS[backend][1]) is not None
+    needs = [BACKENDS[backend][1]] + (["torch"] if backend == "executorch" else [])  # its Python runtime imports torch
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in needs)
+    except (ImportError, ValueError):  # a finder that refuses the name (as on a device without torch)
+        return False
 
 
 def choose_backend(bundle: Bundle, backend: str = "auto") -> str:
