@@ -88,7 +88,7 @@ def test_bundle_has_programs_checksums_and_verification(int8_bundle):
         assert set(e["programs"]) == {"enc_acc", "enc_bvp", "enc_eda", "enc_temp", AGGREGATE}
         result = m["verification"]["results"][backend]
         assert result["failures"] == [] and result["windows"] == 400
-        assert result["argmax_agreement"] >= 0.95
+        assert result["argmax_agreement"] >= 0.90
         chosen = m["quantization"]["int8_parts"][backend]
         assert all("Linear" in c["chosen"]["int8"] for c in chosen.values())
     # LiteRT programs are full-integer where int8: the aggregator takes int8 tensors with their scales

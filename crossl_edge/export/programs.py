@@ -158,6 +158,8 @@ def quantize(
     plans = plans or program.int8_plans
     for i, types in enumerate(plans):
         q = move_exported_model_to_eval(_pt2e(program, make_quantizer(types), fold_quantize))
+        for module in q.modules():  # the flag litert-torch checks; exported graphs refuse .eval() itself
+            module.training = False
         err = relative_error(q, program)
         tried.append({"int8": [t.__name__ for t in types], "calibration_rel_error": round(err, 4)})
         log.info("  %s: int8 %s, relative error %.3f on calibration windows", program.name,

