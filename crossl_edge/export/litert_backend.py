@@ -8,10 +8,9 @@ in the manifest under the program's canonical tensor names.
 
 from __future__ import annotations
 
-import numpy as np
 
 from crossl_edge.export.programs import ENCODER_INT8_TOL, Program, in_modules, quantize
-from crossl_edge.runtime.bundle import TensorIO
+from crossl_edge.runtime.backends import litert_tensor_io
 
 
 def _module_quantizer(types: tuple[type, ...]):
@@ -91,11 +90,6 @@ def describe(data: bytes, programs: list[Program]) -> tuple[dict[str, dict], dic
             names = sorted(details, key=lambda n: int(n.rsplit("_", 1)[-1]))
             if len(names) != len(canon):
                 raise RuntimeError(f"LiteRT signature {p.name}: tensors {names}, expected {len(canon)}")
-            store[p.name] = {c: _tensor_io(n, details[n]) for c, n in zip(canon, names)}
+            store[p.name] = {c: litert_tensor_io(n, details[n]) for c, n in zip(canon, names)}
     return inputs, outputs
 
-
-def _tensor_io(name: str, d: dict) -> TensorIO:
-    q = d["quantization_parameters"]
-    scale, zp = (float(q["scales"][0]), int(q["zero_points"][0])) if len(q["scales"]) else (1.0, 0)
-    return TensorIO(name, tuple(int(v) for v in d["shape"]), np.dtype(d["dtype"]).name, scale, zp)

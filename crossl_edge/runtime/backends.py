@@ -118,18 +118,23 @@ class LiteRTRunner(ProgramRunner):
         return [self._w.GetTensor(index, subgraph) for index in outs]
 
 
+def litert_tensor_io(name: str, details: dict) -> TensorIO:
+    """A LiteRT tensor's details (from a signature runner) as a TensorIO: shape, type, scale and zero point."""
+    q = details["quantization_parameters"]
+    scale, zp = (float(q["scales"][0]), int(q["zero_points"][0])) if len(q["scales"]) else (1.0, 0)
+    return TensorIO(name, tuple(int(v) for v in details["shape"]), np.dtype(details["dtype"]).name, scale, zp)
+
+
 def _check_io(program: str, want: dict[str, TensorIO], details: dict, what: str) -> None:
     """The manifest's view of a program's tensors must be what the file holds (shape, type, quantisation)."""
     for canonical, t in want.items():
-        d = details.get(t.name)
-        if d is None:
+        if t.name not in details:
             raise BundleError(f"{program}: the program has no {what} {t.name!r} (manifest: {canonical})")
-        scales, zps = d["quantization_parameters"]["scales"], d["quantization_parameters"]["zero_points"]
-        scale, zp = (float(scales[0]), int(zps[0])) if len(scales) else (1.0, 0)
-        if (tuple(int(v) for v in d["shape"]) != t.shape or np.dtype(d["dtype"]).name != t.dtype
-                or not np.isclose(scale, t.scale, rtol=1e-6) or zp != t.zero_point):
+        f = litert_tensor_io(t.name, details[t.name])
+        if (f.shape != t.shape or f.dtype != t.dtype or not np.isclose(f.scale, t.scale, rtol=1e-6)
+                or f.zero_point != t.zero_point):
             raise BundleError(
-                f"{program}: {what} {t.name!r} is {tuple(d['shape'])} {np.dtype(d['dtype']).name} scale {scale} zp {zp} "
+                f"{program}: {what} {t.name!r} is {f.shape} {f.dtype} scale {f.scale} zp {f.zero_point} "
                 f"in the file but {t.shape} {t.dtype} scale {t.scale} zp {t.zero_point} in the manifest"
             )
 
