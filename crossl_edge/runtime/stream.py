@@ -93,8 +93,10 @@ class _Channel:
     def window(self, end: int, out: np.ndarray) -> np.ndarray:
         """Samples [end - window, end) as [C, T] into out."""
         w = self.spec.window
-        idx = np.arange(end - w, end) % self.capacity
-        out[:] = self.buf[idx].T
+        start = (end - w) % self.capacity
+        first = min(w, self.capacity - start)  # the window may run past the end of the ring and wrap to its start
+        out[:, :first] = self.buf[start : start + first].T
+        out[:, first:] = self.buf[: w - first].T
         return out
 
 
