@@ -12,6 +12,8 @@ from firmware_bridge.protocols.bitalino import (
     BitalinoParser, ProtocolError, cmd_sampling_rate, cmd_start, crc4, decode_frames, encode_frames, frame_size,
 )
 
+RESYNC_LOSS_BOUND = 6  # frames a single fault may cost
+
 
 def vendor_crc(frame: bytes) -> int:
     """The CRC loop of the vendor's read(): MSB first over every byte, CRC nibble zeroed, x^4 + x + 1."""
@@ -125,9 +127,6 @@ def test_corrupt_input_resyncs_and_is_counted_never_raises(n_channels, seed, fau
     assert c.crc_errors + c.sequence_errors >= 1 and c.resyncs >= 1
     assert n_frames - len(got) <= RESYNC_LOSS_BOUND
     assert c.frames_lost >= n_frames - len(got) - 15  # sequence numbers wrap at 16: a loss of 16 looks like 0
-
-
-RESYNC_LOSS_BOUND = 6
 
 
 def test_pure_garbage_is_skipped_and_counted():
