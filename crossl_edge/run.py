@@ -1,8 +1,10 @@
-"""`python -m crossl_edge.run --bundle export/<name> --source replay:<dataset>:<subject>`: the on-device loop.
+"""`python -m crossl_edge.run --bundle export/<name> (--source replay:<dataset>:<subject> | --device ... | --simulate)`.
 
-Streams a source through the torch-free runtime and prints timestamped predictions against the true
-labels with a running macro-F1. Modalities can be taken away and given back (--drop, --stall) to watch the
-runtime skip their encoders. Live sensors come from firmware_bridge (next to this, `--device`).
+The on-device loop. A replayed real recording streams through the torch-free runtime with timestamped
+predictions against the true labels and a running macro-F1; modalities can be taken away and given back
+(--drop, --stall) to watch the runtime skip their encoders. Live sensors come through firmware_bridge
+(`--device`, see firmware_bridge/config.py for the syntax), or simulated ones that speak the same bytes
+(`--simulate`, crossl_edge/live.py).
 """
 
 from __future__ import annotations
@@ -19,16 +21,34 @@ from crossl_edge import cli
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m crossl_edge.run",
-        description="Run an edge bundle on a stream: a replayed real recording (replay:<dataset>:<subject>). "
-        "Needs numpy and one runtime (ai-edge-litert, or ExecuTorch where torch is installed); never torch itself.",
+        description="Run an edge bundle on a stream: a replayed real recording (--source), live sensors (--device) or "
+        "simulated ones (--simulate). Needs numpy and one runtime (ai-edge-litert, or ExecuTorch where torch is "
+        "installed), pyserial/bleak for sensors; never torch itself.",
     )
     p.add_argument("--bundle", required=True, help="bundle folder written by `python -m crossl_edge.export`")
-    p.add_argument("--source", required=True, help="replay:<dataset>:<subject or group>, e.g. replay:stress-predict:S04")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--source", help="replay:<dataset>:<subject or group>, e.g. replay:stress-predict:S04")
+    what.add_argument("--device", action="append", metavar="KIND:ADDRESS[,OPTIONS]",
+                      help="a live sensor, repeatable: bitalino:/dev/rfcomm0,rate=1000,A1=emg:emg,A3=eda:eda | "
+                      "bitalino-ble:<addr> | polar:<addr>[,acc=100] | cxf:<port>,<id>=<stream>:<channels>@<rate> | "
+                      "cxf-ble:<addr>,... (see the README)")
+    what.add_argument("--simulate", action="store_true",
+                      help="simulated sensors for every modality of the bundle, replaying a held-out subject, with "
+                      "a sensor taken away and given back")
     p.add_argument("--backend", default="auto", choices=["auto", "litert", "tflite-runtime", "executorch"],
                    help="runtime (default: auto = the first installed of litert, tflite-runtime, executorch)")
     p.add_argument("--threads", dest="runtime_threads", type=int, default=1, help="runtime threads (default: %(default)s; more is slower at this size)")
-    p.add_argument("--speed", type=float, default=0.0,
-                   help="replay speed: 1 = real time, 10 = ten times faster, 0 = as fast as possible (default)")
+    p.add_argument("--speed", type=float, default=None,
+                   help="replay/simulation speed: 1 = real time, 10 = ten times faster; 0 = as fast as possible "
+                   "(replays only). Default: 0 for --source, 1 for --simulate")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop after this many seconds (default: the whole replay; 100 s with --simulate; "
+                   "until Ctrl-C with --device)")
+    p.add_argument("--record", default=None, metavar="DIR",
+                   help="with --device/--simulate: record the streams the bundle uses to DIR as an unlabelled "
+                   "BYO data set (for CroSSL pretraining)")
+    p.add_argument("--subject", default=None, help="--simulate: the subject to replay (default: the bundle's first "
+                   "held-out test subject)")
     p.add_argument("--hop", type=float, default=None, help="seconds between predictions (default: the bundle's hop)")
     p.add_argument("--absent-after", type=float, default=2.0,
                    help="a modality with no samples for this many seconds is absent (default: %(default)s)")
@@ -50,6 +70,19 @@ def body(args: argparse.Namespace) -> int:
     from crossl_edge.runtime.replay import Outage, ReplaySource, load_recordings, parse_source
     from crossl_edge.runtime.stream import OK, StreamingClassifier
 
+    if args.speed is not None and args.speed < 0:
+        raise ValueError(f"--speed must be >= 0, got {args.speed}")
+    if args.source is None:
+        if args.drop or args.stall:
+            raise ValueError("--drop/--stall act on replays (--source); a live sensor is taken away by unplugging it")
+        if args.device and args.speed:
+            raise ValueError("--speed does not apply to live sensors")
+        from crossl_edge.live import run_live
+
+        return run_live(args, EdgeModel(args.bundle, args.backend, args.runtime_threads))
+    if args.record or args.subject:
+        raise ValueError("--record and --subject go with --device/--simulate, not with --source")
+    args.speed = args.speed or 0.0
     dataset, key = parse_source(args.source)
     outages = [Outage.parse(t, "disconnect") for t in args.drop] + [Outage.parse(t, "stall") for t in args.stall]
     model = EdgeModel(args.bundle, args.backend, args.runtime_threads)

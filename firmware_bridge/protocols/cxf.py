@@ -130,6 +130,20 @@ class CxfParser:
                 out.append(Frame(device, modality, first, t_us, samples.copy()))
         return out
 
+    def flush(self) -> int | None:
+        """End of stream: drop what is left. Returns the samples of a frame cut short (from its header, when
+        the header arrived whole and checks out), 0 when nothing was left, None when a cut frame's size is
+        unknown (its header was cut too)."""
+        cut: int | None = 0
+        if self._buf.startswith(SYNC):
+            cut = None
+            if len(self._buf) >= HEADER.size:
+                _, version, _, _, code, _, _, c, n, plen = HEADER.unpack_from(self._buf)
+                if version == VERSION and code in DTYPES and c and n and plen == n * c * DTYPES[code].itemsize:
+                    cut = n
+        self._skip(len(self._buf))
+        return cut
+
     def _skip(self, n: int) -> None:
         if n > 0:
             del self._buf[:n]

@@ -1,0 +1,165 @@
+"""Ready-made simulated rigs: sensor models + their pty or BLE stand-ins + the matching devices and links.
+
+`bundle_rig` gives a bundle every modality it needs from a held-out subject of its own data set, each
+through the kind of sensor that would carry it: ACC from a Polar H10 over BLE, EMG and EDA from a
+BITalino over a serial port, anything else (BVP, temperature, gyroscope...) from a CXF board over a
+serial port. `soak_rig` is the issue's soak set: BITalino EMG at 1 kHz (serial), Polar ACC at 100 Hz
+(BLE) and a CXF board with EDA at 10 Hz (serial). `ledger()` compares what every sensor model sent with
+what its device delivered and counted as lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from firmware_bridge.config import parse_devices
+from firmware_bridge.links import Backoff, Link
+from firmware_bridge.simulators.ble import BlePeripheral, SimulatedBleBackend, polar_peripheral
+from firmware_bridge.simulators.pty import PtySimulator
+from firmware_bridge.simulators.sensors import (BitalinoModel, CxfModel, DeviceClock, Faults, PolarModel,
+                                                SensorModel, bitalino_adc_eda, bitalino_adc_emg)
+from firmware_bridge.simulators.signals import SignalSource, dataset_signal
+
+POLAR_ADDRESS = "A0:9E:1A:00:00:01"  # Polar's OUI; the rest is made up
+
+
+@dataclass
+class Rig:
+    ptys: list[PtySimulator] = field(default_factory=list)
+    peripherals: list[BlePeripheral] = field(default_factory=list)
+    models: dict[str, tuple[SensorModel, dict]] = field(default_factory=dict)  # device name -> model, stream -> sent key
+    device_args: list[str] = field(default_factory=list)  # the --device arguments that reach these sensors
+    links: list[Link] = field(default_factory=list)
+
+    def connect(self, clock: Callable[[], float] = time.monotonic) -> list[Link]:
+        """Links to the simulated sensors, made from `device_args` exactly as `--device` makes them."""
+        self.links = parse_devices(self.device_args, clock, backend=SimulatedBleBackend)
+        speed = getattr(clock, "speed", 1.0)
+        for link in self.links:
+            # simulated sensors come back at once: a short backoff (in wall seconds, so scaled by the
+            # simulation's speed) keeps reconnect attempts a small part of an outage
+            link.backoff = Backoff(first_s=0.5 / speed, max_s=4.0 / speed, stable_s=10.0 / speed)
+        return self.links
+
+    def start(self) -> "Rig":
+        """Start every simulator (call inside the running event loop: BLE peripherals are tasks)."""
+        for p in self.ptys:
+            p.start()
+        for p in self.peripherals:
+            p.start()
+        return self
+
+    async def stop(self) -> None:
+        for p in self.ptys:
+            p.stop()
+        for p in self.peripherals:
+            await p.stop()
+
+    async def quiesce(self, drain_s: float = 0.3) -> None:
+        """Every sensor stops sending, then the host gets drain_s (wall) to read what was sent: call it before
+        the hub stops, so that sent = delivered + lost holds to the last sample."""
+        for model, _ in self.models.values():
+            model.streaming = False
+        await asyncio.sleep(drain_s)
+
+    def ledger(self) -> dict[str, dict]:
+        """Per device: samples sent (by the sensor model), delivered and counted lost; balanced when equal."""
+        out = {}
+        for link in self.links:
+            device = link.device
+            model, keys = self.models[device.name]
+            sent = sum(model.sent[k] for k in keys.values())
+            delivered = sum(device.counters.delivered[s] for s in keys)
+            lost = sum(device.counters.lost.values())
+            out[device.name] = {"sent": int(sent), "delivered": int(delivered), "lost": int(lost),
+                                "balanced": sent == delivered + lost}
+        return out
+
+
+def _add_bitalino(rig: Rig, folder: Path, clock, channels: dict[int, tuple[str, str, SignalSource]], rate: int,
+                  faults: Faults | None, drift_ppm: float) -> PtySimulator:
+    model = BitalinoModel({a: src for a, (_, _, src) in channels.items()}, DeviceClock(drift_ppm))
+    pty = PtySimulator(model, folder / "bitalino", clock, faults)
+    rig.ptys.append(pty)
+    rig.models["bitalino"] = (model, {name: f"A{a}" for a, (name, _, _) in channels.items()})
+    spec = ",".join(f"A{a}={name}:{kind}" for a, (name, kind, _) in channels.items())
+    rig.device_args.append(f"bitalino:{pty.path},rate={rate},{spec}")
+    return pty
+
+
+def _add_polar(rig: Rig, clock, acc: SignalSource, rate: int, drift_ppm: float) -> BlePeripheral:
+    model = PolarModel(acc, DeviceClock(drift_ppm))
+    per = polar_peripheral(POLAR_ADDRESS, model, clock=clock)
+    rig.peripherals.append(per)
+    rig.models["polar"] = (model, {"acc": "acc"})
+    rig.device_args.append(f"polar:{POLAR_ADDRESS},acc={rate}")
+    return per
+
+
+def _add_cxf(rig: Rig, folder: Path, clock, streams: dict[int, tuple[str, str, SignalSource, float]],
+             faults: Faults | None, drift_ppm: float) -> PtySimulator:
+    model = CxfModel({mid: (src, rate) for mid, (_, _, src, rate) in streams.items()}, clock=DeviceClock(drift_ppm))
+    pty = PtySimulator(model, folder / "cxf-board", clock, faults)
+    rig.ptys.append(pty)
+    rig.models["cxf"] = (model, {name: mid for mid, (name, _, _, _) in streams.items()})
+    spec = ",".join(f"{mid}={name}:{src.channels}@{rate:g}" for mid, (name, _, src, rate) in streams.items())
+    rig.device_args.append(f"cxf:{pty.path},{spec}")
+    return pty
+
+
+def lis_emg_mv(data_root=None, key: str = "2020-07-09") -> SignalSource:
+    """LIS EMG channel 1 (Myo, 8-bit raw at 200 Hz), scaled to +-1 mV: the simulated BITalino's EMG."""
+    src = dataset_signal("lis-emg-imu", key, "emg", data_root)
+    return SignalSource(src.data[:, :1] / 128.0, src.rate, name=src.name + ":ch1 (raw/128 as mV)")
+
+
+def soak_rig(folder: str | Path, clock: Callable[[], float] = time.monotonic, data_root=None,
+             subject: str = "S04", faults: bool = True, seed: int = 0) -> Rig:
+    folder = Path(folder)
+    rig = Rig()
+    emg = lis_emg_mv(data_root)
+    emg.transform = bitalino_adc_emg
+    eda = dataset_signal("stress-predict", subject, "eda", data_root)
+    acc = dataset_signal("stress-predict", subject, "acc", data_root)
+    byte_faults = Faults(flip=0.02, drop=0.02, dup=0.02, seed=seed) if faults else None
+    _add_bitalino(rig, folder, clock, {1: ("emg", "emg", emg)}, 1000, byte_faults, drift_ppm=40)
+    _add_polar(rig, clock, acc, 100, drift_ppm=-25)
+    cxf_faults = Faults(flip=0.01, drop=0.01, dup=0.01, seed=seed + 1) if faults else None
+    _add_cxf(rig, folder, clock, {3: ("eda", "uS", eda, 10.0)}, cxf_faults, drift_ppm=15)
+    return rig
+
+
+def bundle_rig(manifest, folder: str | Path, clock: Callable[[], float] = time.monotonic, data_root=None,
+               subject: str | None = None) -> Rig:
+    """Sensors for every modality of a bundle, replaying a held-out subject of the bundle's data set."""
+    folder = Path(folder)
+    source = manifest.raw.get("source", {})
+    dataset = source.get("dataset")
+    if dataset is None:
+        raise ValueError("the bundle's manifest names no data set to simulate its sensors from")
+    subject = subject or (source.get("test_subjects") or [None])[0]
+    if subject is None:
+        raise ValueError("the bundle's manifest names no held-out subject; pass one")
+    rig = Rig()
+    bita: dict[int, tuple[str, str, SignalSource]] = {}
+    boards: dict[int, tuple[str, str, SignalSource, float]] = {}
+    for spec in manifest.specs:
+        src = dataset_signal(dataset, subject, spec.name, data_root)
+        if spec.kind == "acc" and spec.channels == 3 and "polar" not in rig.models:
+            _add_polar(rig, clock, src, 50, drift_ppm=-25)
+        elif spec.kind in ("eda", "emg") and spec.channels == 1:
+            src.transform = bitalino_adc_eda if spec.kind == "eda" else bitalino_adc_emg
+            bita[3 if spec.kind == "eda" else 1] = (spec.name, spec.kind, src)
+        else:
+            boards[len(boards) + 1] = (spec.name, spec.units, src, spec.sample_rate)
+    if bita:
+        _add_bitalino(rig, folder, clock, bita, 1000 if any(k == "emg" for _, k, _ in bita.values()) else 10, None, 30)
+    if boards:
+        _add_cxf(rig, folder, clock, boards, None, drift_ppm=-10)
+    return rig
+
+
