@@ -32,6 +32,10 @@ class ScaledClock:
 
     def __init__(self, speed: float = 1.0) -> None:
         self.speed = speed
+        self.reset()
+
+    def reset(self) -> None:
+        """Time 0 is now (call it when the simulation starts, after loading its signals)."""
         self._start = time.monotonic()
 
     def __call__(self) -> float:
@@ -76,7 +80,7 @@ def run_live(args: argparse.Namespace, model) -> int:
             recorder = Recorder(args.record, [s for s in m.specs if s.name in used])
             print(f"recording {', '.join(s for s in recorder.specs)} to {args.record} (BYO format, unlabelled)")
         out = open(args.out, "w") if args.out else None
-        start = clock()
+        start = 0.0 if args.simulate else clock()
 
         def on_prediction(p) -> None:
             if out:
@@ -96,6 +100,7 @@ def run_live(args: argparse.Namespace, model) -> int:
 
         async def main() -> None:
             if rig is not None:
+                clock.reset()  # the outages count from here, not from before the signals were loaded
                 rig.start()
             try:
                 await hub.run(duration, before_stop=rig.quiesce if rig is not None else None)

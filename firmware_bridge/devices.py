@@ -152,7 +152,9 @@ class BitalinoDevice(Device):
         self._reset()
 
     def _reset(self) -> None:
-        self.parser = bitalino.BitalinoParser(len(self.inputs))
+        # the firmware restarts its sequence number at 0 with each start command (as the simulator does; the
+        # vendor's own API starts its sequence check from the first frame instead, so this is an assumption)
+        self.parser = bitalino.BitalinoParser(len(self.inputs), first_seq=0)
         self._index = 0  # frames since start: delivered + lost by sequence number
         self.clock = ClockModel()  # the sample counter restarts with every start command
 

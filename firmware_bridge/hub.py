@@ -85,7 +85,9 @@ class Hub:
                     self.unused.add(name)
                     log.warning("stream %r of %s is not a modality of the bundle (%s): counted and recorded only",
                                 name, link.device.name, ", ".join(specs))
-                self.streams[name] = _StreamState(link.device, Resampler(info.rate, spec.sample_rate) if spec else None)
+                # arrival jitter, and so the clock fit's steps, grow with a simulation's speed
+                resampler = Resampler(info.rate, spec.sample_rate, 0.05 * getattr(clock, "speed", 1.0)) if spec else None
+                self.streams[name] = _StreamState(link.device, resampler)
         self._last_rotate = None
 
     # ---- from the links ------------------------------------------------------------------------------

@@ -36,9 +36,10 @@ class _Segment:
     def t_end(self) -> float:
         return self.t0 + self.n / self.rate
 
-    def take(self, a: float, b: float) -> np.ndarray:
-        i, j = int(round((a - self.t0) * self.rate)), int(round((b - self.t0) * self.rate))
-        return np.concatenate(self.parts)[max(i, 0):min(j, self.n)]
+    def take(self, a: float, n: int) -> np.ndarray:
+        """n samples from the one nearest time a."""
+        i = max(int(round((a - self.t0) * self.rate)), 0)
+        return np.concatenate(self.parts)[i:i + n]
 
     def trim(self, t: float) -> None:
         i = int(round((t - self.t0) * self.rate))
@@ -93,11 +94,13 @@ class Recorder:
         for a, b in self._spans(upto):
             if b - a < self.min_s:
                 continue
-            signals, rates = {}, {}
+            rates = {name: self.specs[name].sample_rate for name in self.segments}
+            # one duration that is a whole number of samples of every stream, so they end together
+            duration = min(math.floor((b - a) * r + 1e-6) / r for r in rates.values())
+            signals = {}
             for name, segs in self.segments.items():
                 seg = next(s for s in segs if s.t0 <= a + 1e-9 and s.t_end >= b - 1e-9)
-                signals[name] = seg.take(a, b).T.copy()
-                rates[name] = self.specs[name].sample_rate
+                signals[name] = seg.take(a, int(round(duration * rates[name]))).T.copy()
             rec = Recording(self.subject, signals, rates, meta={"host_t0": a, "duration_s": b - a})
             path = self.folder / f"{self.subject}-{self.stamp}-{self.counters.files:04d}.npz"
             save_byo_recording(path, rec)

@@ -45,3 +45,39 @@ def datasets_root() -> Path:
     if missing:
         pytest.fail(f"CROSSL_EDGE_DATA={root} lacks {missing}; point it at the folder holding {', '.join(REQUIRED)}/")
     return root
+
+
+# ---- a small model trained on real Stress-Predict data, and its bundles (shared by the export, runtime and
+# bridge tests; built once per session, on first use) -------------------------------------------------------
+TRAIN_ARGS = ["--quiet", "--threads", "2"]
+
+
+@pytest.fixture(scope="session")
+def run_dir(datasets_root, tmp_path_factory):
+    """1 CroSSL epoch and 60 fine-tuning steps on split 0 of Stress-Predict."""
+    from crossl_edge import finetune, pretrain
+
+    run = tmp_path_factory.mktemp("export") / "run"
+    assert pretrain.main(["--run", str(run), "--epochs", "1", *TRAIN_ARGS]) == 0
+    assert finetune.main(["--run", str(run), "--mode", "finetune", "--label-fraction", "0.1", "--steps", "60",
+                          "--set-default", *TRAIN_ARGS]) == 0
+    return run
+
+
+def export_bundle(run_dir: Path, out: Path, *extra: str) -> Path:
+    from crossl_edge import export
+
+    assert export.main(["--run", str(run_dir), "--out", str(out), "--calibration-windows", "128",
+                        "--verify-windows", "400", *extra, *TRAIN_ARGS]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def int8_bundle(run_dir):
+    return export_bundle(run_dir, run_dir.parent / "bundle-int8", "--int8")
+
+
+@pytest.fixture(scope="session")
+def fp32_bundle(run_dir):
+    """LiteRT fp32: the quickest bundle to export."""
+    return export_bundle(run_dir, run_dir.parent / "bundle-fp32", "--backends", "litert")

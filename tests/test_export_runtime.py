@@ -27,35 +27,6 @@ COMMON = ["--quiet", "--threads", "2"]
 
 
 @pytest.fixture(scope="module")
-def run_dir(datasets_root, tmp_path_factory):
-    from crossl_edge import finetune, pretrain
-
-    run = tmp_path_factory.mktemp("export") / "run"
-    assert pretrain.main(["--run", str(run), "--epochs", "1", *COMMON]) == 0
-    assert finetune.main(["--run", str(run), "--mode", "finetune", "--label-fraction", "0.1", "--steps", "60",
-                          "--set-default", *COMMON]) == 0
-    return run
-
-
-def _export(run_dir: Path, out: Path, *extra: str) -> Path:
-    from crossl_edge import export
-
-    assert export.main(["--run", str(run_dir), "--out", str(out), "--calibration-windows", "128",
-                        "--verify-windows", "400", *extra, *COMMON]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def int8_bundle(run_dir):
-    return _export(run_dir, run_dir.parent / "bundle-int8", "--int8")
-
-
-@pytest.fixture(scope="module")
-def fp32_bundle(run_dir):
-    return _export(run_dir, run_dir.parent / "bundle-fp32", "--backends", "litert")
-
-
-@pytest.fixture(scope="module")
 def heldout(run_dir):
     """64 labelled held-out test windows: raw (what the runtime takes), normalised, and the fp32 network."""
     from crossl_edge.training.runs import load_net, load_raw, prepare_for_run, read_run

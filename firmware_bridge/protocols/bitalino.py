@@ -153,11 +153,13 @@ class ParserCounters:
 class BitalinoParser:
     """Bytes in, decoded frames out; see the module docstring."""
 
-    def __init__(self, n_channels: int) -> None:
+    def __init__(self, n_channels: int, first_seq: int | None = None) -> None:
+        """first_seq: the sequence number the stream starts at, when known (a BITalino restarts at 0 with every
+        start command), so that frames lost before the first good one are counted too."""
         self.n_channels = n_channels
         self.length = frame_size(n_channels)
         self._buf = bytearray()
-        self._last_seq: int | None = None
+        self._last_seq: int | None = None if first_seq is None else (first_seq - 1) % 16
         self._synced = True  # a stream starts at a frame boundary; after an error we must find one again
         self.counters = ParserCounters()
 

@@ -40,8 +40,10 @@ class BlePeripheral:
 
     def __init__(self, address: str, name: str, model: SensorModel, gatt: dict[str, dict[str, list[str]]],
                  notify_mtu: int = 244, clock: Callable[[], float] = time.monotonic, faults: Faults | None = None,
-                 tick_s: float = 0.01) -> None:
+                 tick_s: float = 0.01, pack: bool = False) -> None:
         self.address, self.name, self.model = address, name, model
+        self.pack = pack  # the data characteristic carries a byte stream: fill notifications, frames span them
+        self._tx = bytearray()
         self.gatt = gatt  # service uuid -> {characteristic uuid: properties}
         self.notify_mtu = notify_mtu
         self.clock, self.faults, self.tick_s = clock, faults or Faults(), tick_s
@@ -83,8 +85,18 @@ class BlePeripheral:
                 self.model.power_on(now)  # back in range after a power cycle: idle until started again
             was_in_range = here
             if self.connection is not None:
-                for frame in self.model.produce(now):
-                    self.connection._notify(self._data_uuid, self.faults.apply(frame))
+                data = b"".join(self.faults.apply(frame) for frame in self.model.produce(now))
+                if self.pack:
+                    # a byte-stream device fills whole notifications; a part-filled one waits for the next
+                    # tick unless the sensor has stopped
+                    self._tx += data
+                    cut = len(self._tx) if not self.model.streaming else len(self._tx) - len(self._tx) % self.notify_mtu
+                    data, self._tx = bytes(self._tx[:cut]), self._tx[cut:]
+                if data:
+                    self.connection._notify(self._data_uuid, data)
+            elif self._tx:  # the link went with what was queued on the device: it never left
+                self.model.unsend(len(self._tx))
+                self._tx.clear()
             await asyncio.sleep(self.tick_s)
 
     def write(self, uuid: str, data: bytes) -> None:
@@ -100,7 +112,7 @@ class BlePeripheral:
 def bitalino_peripheral(address: str, model: SensorModel, **kwargs: Any) -> BlePeripheral:
     gatt = {BITALINO_BLE_SERVICE: {BITALINO_BLE_COMMANDS: ["write", "write-without-response"],
                                    BITALINO_BLE_FRAMES: ["notify"]}}
-    return BlePeripheral(address, "BITalino BLE", model, gatt, notify_mtu=20, **kwargs)
+    return BlePeripheral(address, "BITalino BLE", model, gatt, notify_mtu=20, pack=True, **kwargs)
 
 
 def polar_peripheral(address: str, model: SensorModel, **kwargs: Any) -> BlePeripheral:
@@ -110,7 +122,7 @@ def polar_peripheral(address: str, model: SensorModel, **kwargs: Any) -> BlePeri
 
 def nus_peripheral(address: str, model: SensorModel, **kwargs: Any) -> BlePeripheral:
     gatt = {NORDIC_UART_SERVICE: {NORDIC_UART_TX: ["notify"], NORDIC_UART_RX: ["write", "write-without-response"]}}
-    return BlePeripheral(address, "CXF board (Nordic UART)", model, gatt, **kwargs)
+    return BlePeripheral(address, "CXF board (Nordic UART)", model, gatt, pack=True, **kwargs)
 
 
 class SimulatedBleBackend(BaseBleakClient):
@@ -134,8 +146,17 @@ class SimulatedBleBackend(BaseBleakClient):
     def is_connected(self) -> bool:
         return self.peripheral is not None and self.peripheral.connection is self
 
+    connecting = 0  # connects in progress, all simulated peripherals together
+    max_connecting = 0  # the most seen at once (BlueZ fails when several connect at the same moment)
+
     async def connect(self, pair: bool, **kwargs: Any) -> None:
-        await asyncio.sleep(0.01)  # a connection takes time; other tasks run meanwhile
+        cls = SimulatedBleBackend
+        cls.connecting += 1
+        cls.max_connecting = max(cls.max_connecting, cls.connecting)
+        try:
+            await asyncio.sleep(0.05)  # a connection takes time; other tasks run meanwhile
+        finally:
+            cls.connecting -= 1
         p = PERIPHERALS.get(self.address.lower())
         if p is None or not p.in_range(p.clock()):
             raise BleakDeviceNotFoundError(self.address, f"Device with address {self.address} was not found.")

@@ -29,6 +29,8 @@ from firmware_bridge.simulators.sensors import Faults, SensorModel
 
 log = logging.getLogger(__name__)
 
+CLEAN_TAIL_S = 0.1  # host seconds before an unplug in which no byte faults are injected
+
 
 class PtySimulator:
     def __init__(self, model: SensorModel, path: str | Path, clock: Callable[[], float] = time.monotonic,
@@ -125,8 +127,11 @@ class PtySimulator:
                 self._write(reply)
         if self._within(self.stalls, now):
             return
+        # no faults just before an unplug: a frame corrupted there is followed by no frame that could reveal
+        # it (a rebooted BITalino restarts its sequence), so no receiver could count it
+        clean = any(a - CLEAN_TAIL_S <= now < a for a, _ in self.unplugs)
         for frame in self.model.produce(now):
-            self._write(self.faults.apply(frame))
+            self._write(frame if clean else self.faults.apply(frame))
 
     def _write(self, data: bytes) -> None:
         master, _ = self._fds

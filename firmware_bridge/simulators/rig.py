@@ -59,9 +59,14 @@ class Rig:
         for p in self.peripherals:
             await p.stop()
 
-    async def quiesce(self, drain_s: float = 0.3) -> None:
-        """Every sensor stops sending, then the host gets drain_s (wall) to read what was sent: call it before
-        the hub stops, so that sent = delivered + lost holds to the last sample."""
+    async def quiesce(self, clean_s: float = 0.1, drain_s: float = 0.3) -> None:
+        """End the streams so that sent = delivered + lost holds to the last sample: byte faults stop, clean
+        frames flow for clean_s (a corrupted last frame is followed by nothing that could reveal it, to any
+        receiver), every sensor stops sending, and the host gets drain_s to read what was sent (wall seconds).
+        Call it before the hub stops."""
+        for sim in [*self.ptys, *self.peripherals]:
+            sim.faults = Faults()
+        await asyncio.sleep(clean_s)
         for model, _ in self.models.values():
             model.streaming = False
         await asyncio.sleep(drain_s)

@@ -1,0 +1,362 @@
+"""The bridge end to end: simulated sensors speaking the devices' bytes through a real pty (pyserial) and the
+real bleak client API, real recorded signals, injected faults, and the hub into the runtime.
+
+Every live test checks the ledger: each sample a simulated sensor sent is either delivered or counted as
+lost. Speeds are scaled (ScaledClock) so a minute of sensor time takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crossl_edge.data.byo import load_byo
+from crossl_edge.live import ScaledClock
+from firmware_bridge.config import parse_device, parse_devices
+from firmware_bridge.devices import CxfDevice, DeviceError, PolarDevice, StreamInfo
+from firmware_bridge.hub import Hub
+from firmware_bridge.protocols import bitalino, cxf, polar
+from firmware_bridge.recorder import Recorder
+from firmware_bridge.resample import Resampler
+from firmware_bridge.simulators.ble import SimulatedBleBackend, bitalino_peripheral, polar_peripheral
+from firmware_bridge.simulators.pty import PtySimulator
+from firmware_bridge.simulators.rig import Rig, bundle_rig, soak_rig
+from firmware_bridge.simulators.sensors import BitalinoModel, Faults, PolarModel, bitalino_adc_eda
+from firmware_bridge.simulators.signals import SignalSource, dataset_signal
+
+REPO = Path(__file__).resolve().parents[1]
+WITHOUT_TORCH = REPO / "tests" / "helpers" / "without_torch.py"
+
+
+class Collect:
+    """A sink that keeps what links report (stands where the hub is, for link-level tests)."""
+
+    def __init__(self) -> None:
+        self.batches, self.states = [], []
+
+    def link_state(self, device, state, detail=""):
+        self.states.append((device.name, state))
+
+    def deliver(self, device, batches):
+        self.batches.extend(batches)
+
+    def samples(self, stream: str) -> np.ndarray:
+        return np.concatenate([b.samples for b in self.batches if b.stream == stream])
+
+
+async def _run_links(links, sink, seconds: float, rig: Rig | None = None) -> None:
+    tasks = [asyncio.create_task(link.run(sink)) for link in links]
+    await asyncio.sleep(seconds)
+    if rig is not None:
+        await rig.quiesce()
+    for link in links:
+        link.stop()
+    await asyncio.wait(tasks, timeout=3)
+    for t in tasks:
+        assert t.done() and t.exception() is None
+
+
+@pytest.fixture
+def eda_s04(datasets_root):
+    return dataset_signal("stress-predict", "S04", "eda", datasets_root)
+
+
+def _adc_twin(src: SignalSource, n: int, rate: float) -> np.ndarray:
+    """The ADC codes a BITalino replaying `src` sends first: a fresh copy of the source, same rounding."""
+    twin = SignalSource(src.data, src.rate, src.transform)
+    return np.clip(np.rint(twin.take(n, rate)[:, 0]), 0, 1023)
+
+
+# ---- serial through a real pty ------------------------------------------------------------------------
+def test_bitalino_over_a_pty_delivers_the_exact_signal(eda_s04, tmp_path):
+    eda_s04.transform = bitalino_adc_eda
+    clock = ScaledClock(1.0)
+    rig = Rig()
+    rig.ptys.append(PtySimulator(BitalinoModel({3: eda_s04}), tmp_path / "bitalino", clock))
+    rig.models["bitalino"] = (rig.ptys[0].model, {"eda": "A3"})
+    rig.device_args.append(f"bitalino:{tmp_path / 'bitalino'},rate=100,A3=eda:eda")
+    sink = Collect()
+
+    async def main():
+        clock.reset()
+        rig.start()
+        await _run_links(rig.connect(clock), sink, 1.5, rig)
+        await rig.stop()
+
+    asyncio.run(main())
+    got = sink.samples("eda")[:, 0]
+    assert len(got) > 100  # 1.5 s at 100 Hz, less the start
+    expected = bitalino.eda_us(_adc_twin(eda_s04, len(got), 100))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert rig.ledger()["bitalino"] == {"sent": len(got), "delivered": len(got), "lost": 0, "balanced": True}
+    assert sink.states[:2] == [("bitalino", "connecting"), ("bitalino", "connected")]
+
+
+def test_serial_faults_and_an_unplug_are_counted_exactly(datasets_root, tmp_path):
+    clock = ScaledClock(1.0)
+    rig = soak_rig(tmp_path, clock, datasets_root, seed=3)
+    rig.peripherals = []  # keep the serial ones: BITalino EMG at 1 kHz and the CXF EDA board, with byte faults
+    rig.device_args = [a for a in rig.device_args if not a.startswith("polar")]
+    del rig.models["polar"]
+    bit_pty = next(p for p in rig.ptys if p.path.name == "bitalino")
+    faults = bit_pty.faults = Faults(flip=0.1, drop=0.1, dup=0.1, seed=3)  # about every third 10 ms chunk
+    bit_pty.unplug(1.5, 2.3)
+    sink = Collect()
+
+    async def main():
+        clock.reset()
+        rig.start()
+        await _run_links(rig.connect(clock), sink, 4.0, rig)
+        await rig.stop()
+
+    asyncio.run(main())
+    ledger = rig.ledger()
+    assert all(v["balanced"] for v in ledger.values()), ledger
+    bit = rig.links[0].device.counters
+    assert sum(faults.counts.values()) >= 10
+    assert bit.crc_errors + bit.sequence_errors > 0 and bit.resyncs > 0 and bit.lost["sequence_gap"] > 0
+    assert bit.reconnects == 1 and bit_pty.unplugged_count >= 1
+    states = [s for d, s in sink.states if d == "bitalino"]
+    assert states[:2] == ["connecting", "connected"] and "disconnected" in states and states[-1] == "disconnected"
+    assert states.count("connected") == 2  # back after the unplug
+    assert ledger["bitalino"]["delivered"] > 2000  # about 3 s of the 4 at 1 kHz
+
+
+# ---- BLE through bleak's own client, with the simulated backend ---------------------------------------
+def test_polar_over_ble_reconnects_and_restarts_its_stream(datasets_root):
+    clock = ScaledClock(1.0)
+    acc = dataset_signal("stress-predict", "S04", "acc", datasets_root)
+    model = PolarModel(acc, per_notification=10)
+    link = parse_device("polar:A0:9E:1A:00:00:07,acc=100", clock, backend=SimulatedBleBackend)
+    link.backoff.first_s, link.backoff.max_s = 0.1, 0.2
+    per = polar_peripheral("A0:9E:1A:00:00:07", model, clock=clock).out_of_range(0.6, 0.9).out_of_range(1.4, 1.6)
+    sink = Collect()
+
+    async def main():
+        clock.reset()
+        per.start()
+        await _run_links([link], sink, 2.5)
+        await per.stop()
+
+    asyncio.run(main())
+    c = link.device.counters
+    assert per.drops == 2 and c.reconnects == 2
+    assert c.delivered["acc"] == model.sent["acc"] > 100 and not c.lost
+    states = [s for _, s in sink.states]
+    assert states.count("connected") == 3 and "unavailable" in states  # refused while out of range
+    twin = SignalSource(acc.data, acc.rate)
+    first = sink.batches[0].samples
+    np.testing.assert_allclose(first, np.rint(twin.take(len(first), 100) * 1000) / 1000, atol=1e-6)  # milli-g steps
+    # stamps: 100 Hz samples on the device clock map to host times 10 ms apart
+    b0, b1 = sink.batches[0], sink.batches[1]
+    assert abs((b1.t0 - b0.t0) - len(b0.samples) / 100) < 0.02
+
+
+def test_bitalino_ble_frames_span_20_byte_notifications(eda_s04):
+    clock = ScaledClock(1.0)
+    copies = {a: SignalSource(eda_s04.data, eda_s04.rate, bitalino_adc_eda) for a in (1, 2, 3, 4)}
+    model = BitalinoModel(copies)  # 4 channels: 7-byte frames
+    seen: list[int] = []
+    per = bitalino_peripheral("20:16:07:18:00:01", model, clock=clock)
+    link = parse_device("bitalino-ble:20:16:07:18:00:01,rate=1000,A1=a:raw,A2=b:raw,A3=c:raw,A4=d:raw", clock,
+                        backend=SimulatedBleBackend)
+    sink = Collect()
+    feed = link.device.feed
+
+    def spy(data, arrival, source=None):
+        seen.append(len(data))
+        return feed(data, arrival, source)
+
+    link.device.feed = spy
+
+    async def main():
+        clock.reset()
+        per.start()
+        await _run_links([link], sink, 1.0)
+        await per.stop()
+
+    asyncio.run(main())
+    assert max(seen) == 20 and any(n % 7 for n in seen)  # frames cut across notifications
+    n = len(sink.samples("a"))
+    assert n > 500 and link.device.counters.crc_errors == 0
+    twin = _adc_twin(copies[1], n, 1000)
+    for name in "abcd":
+        np.testing.assert_array_equal(sink.samples(name)[:, 0], twin)
+
+
+def test_ble_links_connect_one_at_a_time(datasets_root):
+    clock = ScaledClock(1.0)
+    acc = dataset_signal("stress-predict", "S04", "acc", datasets_root)
+    addresses = [f"A0:9E:1A:00:01:0{i}" for i in range(3)]
+    pers = [polar_peripheral(a, PolarModel(SignalSource(acc.data, acc.rate)), clock=clock) for a in addresses]
+    links = parse_devices([f"polar:{a}" for a in addresses], clock, backend=SimulatedBleBackend)
+    assert [lk.device.name for lk in links] == ["polar", "polar2", "polar3"]
+    SimulatedBleBackend.max_connecting = 0
+    sink = Collect()
+
+    async def main():
+        clock.reset()
+        for p in pers:
+            p.start()
+        await _run_links(links, sink, 0.8)
+        for p in pers:
+            await p.stop()
+
+    asyncio.run(main())
+    assert SimulatedBleBackend.max_connecting == 1
+    assert sum(1 for _, s in sink.states if s == "connected") == 3
+
+
+# ---- the hub and the runtime ----------------------------------------------------------------------------
+def test_hub_skips_a_lost_sensor_and_records_what_the_bundle_uses(fp32_bundle, datasets_root, tmp_path):
+    from crossl_edge.runtime import EdgeModel
+    from crossl_edge.runtime.stream import StreamingClassifier
+
+    model = EdgeModel(fp32_bundle, "litert")
+    clock = ScaledClock(20.0)
+    rig = bundle_rig(model.manifest, tmp_path, clock, datasets_root)
+    assert set(rig.models) == {"polar", "bitalino", "cxf"}  # ACC by BLE, EDA by BITalino, BVP + TEMP by a CXF board
+    rig.peripherals[0].out_of_range(25.0, 45.0)
+    stream = StreamingClassifier(model)
+    recorder = Recorder(tmp_path / "rec", list(model.manifest.specs), min_s=10)
+    preds = []
+    hub = Hub(rig.connect(clock), stream, recorder, clock, on_prediction=preds.append)
+
+    async def main():
+        clock.reset()
+        rig.start()
+        await hub.run(70.0, before_stop=rig.quiesce)
+        await rig.stop()
+
+    asyncio.run(main())
+    ledger = rig.ledger()
+    assert all(v["balanced"] for v in ledger.values()), ledger
+    ok = [p for p in preds if p.state == "ok"]
+    assert len(ok) >= 8
+    with_acc = [p for p in ok if "acc" in p.present]
+    without = [p for p in ok if "acc" not in p.present and p.t > 30]
+    assert with_acc and without, [(p.t, p.present) for p in preds]
+    assert all("acc" not in p.encoded for p in without)  # its encoder is skipped while the strap is away
+    assert any(p.t > 55 and "acc" in p.present for p in ok)  # and back after the reconnect (and a full window)
+    assert stream.counters.disconnects >= 1
+    states = [(e.device, e.state) for e in hub.events]
+    assert ("polar", "disconnected") in states and states.count(("polar", "connected")) == 2
+    # the recording loads as an unlabelled BYO data set with the bundle's modalities at their rates
+    recs, specs, classes = load_byo(tmp_path / "rec")
+    assert classes == () and {s.name for s in specs} == {s.name for s in model.manifest.specs}
+    assert recs and all(r.duration() >= 10 for r in recs)
+    lengths = [(r.signals[s.name].shape[1], r.duration() * s.sample_rate) for r in recs for s in model.manifest.specs]
+    assert all(n == expected for n, expected in lengths), lengths  # every stream covers the same time
+
+
+def test_simulate_command_runs_without_torch(fp32_bundle, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(WITHOUT_TORCH), "-m", "crossl_edge.run", "--bundle", str(fp32_bundle), "--simulate",
+         "--speed", "25", "--duration", "90", "--record", str(tmp_path / "rec")],
+        capture_output=True, text=True, cwd=REPO, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "--device polar:" in out and "--device bitalino:" in out and "--device cxf:" in out
+    assert "[polar] disconnected" in out and "[bitalino] disconnected" in out
+    assert "pred=" in out and "UNBALANCED" not in out and "sent = delivered + lost" in out
+    assert list((tmp_path / "rec").glob("*.npz"))
+
+
+# ---- configuration and the pieces -------------------------------------------------------------------------
+@pytest.mark.parametrize("text, message", [
+    ("fitbit:/dev/x", "kind one of"),
+    ("bitalino", "expected <kind>:<address>"),
+    ("bitalino:/dev/rfcomm0,rate=500", "1, 10, 100, 1000"),
+    ("bitalino:/dev/rfcomm0,A7=emg:emg", "unknown options A7"),
+    ("bitalino:/dev/rfcomm0,A1=emg:ecg", "sensor kind 'ecg'"),
+    ("polar:AA:BB:CC:DD:EE:FF,acc=30", "25, 50, 100 or 200"),
+    ("cxf:/dev/ttyACM0,1=eda", "<stream>:<channels>@<rate>"),
+    ("cxf:/dev/ttyACM0", "at least one modality id"),
+    ("cxf:/dev/ttyACM0,1=eda:1@10,colour=red", "unknown options colour"),
+])
+def test_bad_device_strings_say_what_is_wrong(text, message):
+    with pytest.raises(DeviceError, match=message):
+        parse_device(text)
+
+
+def test_hub_refuses_a_stream_that_does_not_fit_the_bundle(fp32_bundle):
+    from crossl_edge.runtime import EdgeModel
+    from crossl_edge.runtime.stream import StreamingClassifier
+
+    stream = StreamingClassifier(EdgeModel(fp32_bundle, "litert"))
+    with pytest.raises(ValueError, match="3 channels; the bundle's eda has 1"):
+        Hub([parse_device("cxf:/dev/null,1=eda:3@10")], stream)
+    with pytest.raises(ValueError, match="comes from two devices"):
+        Hub(parse_devices(["cxf:/dev/a,1=eda:1@10", "cxf:/dev/b,1=eda:1@10"]), stream)
+
+
+@pytest.mark.parametrize("rate_in, rate_out", [(100, 32), (1000, 200), (10, 4), (4, 10), (64, 64), (130, 64)])
+def test_resampler_follows_a_slow_sine_across_chunks(rate_in, rate_out):
+    rng = np.random.default_rng(0)
+    r = Resampler(rate_in, rate_out)
+    n = rate_in * 20
+    t = np.arange(n) / rate_in
+    x = np.sin(2 * np.pi * 0.3 * t)[:, None]
+    ys, ts, i = [], [], 0
+    while i < n:
+        k = int(rng.integers(1, max(2, rate_in // 3)))
+        y, t0 = r.push(x[i:i + k], 5.0 + i / rate_in + rng.normal(0, 2e-4))  # clock jitter on the stamps
+        ys.append(y)
+        ts.append(t0 + np.arange(len(y)) / rate_out)
+        i += k
+    y, tt = np.concatenate(ys)[:, 0], np.concatenate(ts) - 5.0
+    assert abs(len(y) - n * rate_out / rate_in) <= 2
+    assert np.abs(np.diff(tt) - 1 / rate_out).max() < 1e-9  # one grid, jitter not passed on
+    assert np.abs(y - np.sin(2 * np.pi * 0.3 * tt))[3:-3].max() < 0.03
+    assert r.restarts == 0
+
+
+def test_resampler_keeps_a_hole_a_hole():
+    r = Resampler(100, 50)
+    y1, t1 = r.push(np.zeros((100, 1)), 0.0)
+    y2, t2 = r.push(np.ones((100, 1)), 1.3, contiguous=False)  # 0.3 s lost
+    assert r.restarts == 1 and t2 == pytest.approx(1.3 + 0.005) and y2.min() == 1.0
+
+
+def test_recorder_splits_at_holes_and_writes_loadable_byo(tmp_path):
+    from crossl_edge.spec import ModalitySpec
+
+    specs = [ModalitySpec("acc", "acc", 3, 32.0, 320, units="g"), ModalitySpec("eda", "eda", 1, 4.0, 40, units="uS")]
+    rec = Recorder(tmp_path, specs, min_s=5)
+    for k in range(40):  # 40 s of both, with eda missing 20.0-21.0 s
+        rec.push("acc", np.full((32, 3), k, np.float32), float(k))
+        if k != 20:
+            rec.push("eda", np.full((4, 1), k, np.float32), float(k))
+    files = rec.flush()
+    assert len(files) == 2
+    recs, _, _ = load_byo(tmp_path)
+    assert [r.duration() for r in recs] == [20.0, 19.0]
+    assert recs[1].signals["acc"][0, 0] == 21 and recs[1].signals["eda"][0, 0] == 21
+    assert rec.counters.dropped_short == 32 and rec.counters.samples_written == 39 * 36
+
+
+def test_polar_timestamp_gap_counts_the_missing_samples():
+    dev = PolarDevice("h10", acc="acc", acc_rate=100)
+    dev.connected()
+    x = np.zeros((10, 3))
+    for k, t_last in enumerate([0.09, 0.19, 0.49]):  # 20 samples missing before the third frame
+        dev.feed(polar.encode_notification(polar.ACC, int(1e12 + t_last * 1e9), x), 100.0 + k * 0.1, polar.DATA)
+    assert dev.counters.lost["timestamp_gap_estimated"] == 20 and dev.counters.delivered["acc"] == 30
+
+
+def test_cxf_frame_cut_by_a_disconnect_is_counted():
+    dev = CxfDevice("b", {1: (StreamInfo("eda", 1, 10.0, "uS"), 1.0)})
+    dev.connected()
+    frame = cxf.encode_frame(1, 1, 0, 0, np.ones((5, 1), np.float32))
+    dev.feed(frame + frame[:cxf.HEADER.size + 3], 1.0)
+    dev.disconnected(1.1)
+    assert dev.counters.delivered["eda"] == 5 and dev.counters.lost["cut_by_disconnect"] == 5
+    dev.connected()
+    dev.feed(frame[:10], 2.0)
+    dev.disconnected(2.1)
+    assert dev.counters.cut_unknown == 1  # the header itself was cut: its size cannot be known
