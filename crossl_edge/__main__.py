@@ -12,7 +12,7 @@ VERBS = {
     "finetune": "train a classifier from few labels (probe, fine-tune, or from scratch)",
     "evaluate": "test macro-F1 with every subset of sensors present",
     "export": "int8/fp32 edge bundle for ExecuTorch and LiteRT, verified against PyTorch",
-    "run": "stream a source through the torch-free runtime (replay:<dataset>:<subject>)",
+    "run": "stream a replay, live sensors (--device) or simulated ones (--simulate) through the torch-free runtime",
 }
 
 

@@ -85,15 +85,16 @@ class BlePeripheral:
                 self.model.power_on(now)  # back in range after a power cycle: idle until started again
             was_in_range = here
             if self.connection is not None:
-                data = b"".join(self.faults.apply(frame) for frame in self.model.produce(now))
+                frames = [self.faults.apply(frame) for frame in self.model.produce(now)]
                 if self.pack:
                     # a byte-stream device fills whole notifications; a part-filled one waits for the next
                     # tick unless the sensor has stopped
-                    self._tx += data
+                    self._tx += b"".join(frames)
                     cut = len(self._tx) if not self.model.streaming else len(self._tx) - len(self._tx) % self.notify_mtu
-                    data, self._tx = bytes(self._tx[:cut]), self._tx[cut:]
-                if data:
-                    self.connection._notify(self._data_uuid, data)
+                    frames, self._tx = [bytes(self._tx[:cut])], self._tx[cut:]
+                for data in frames:  # otherwise one frame is one notification (Polar PMD)
+                    if data:
+                        self.connection._notify(self._data_uuid, data)
             elif self._tx:  # the link went with what was queued on the device: it never left
                 self.model.unsend(len(self._tx))
                 self._tx.clear()

@@ -42,7 +42,7 @@ class PtySimulator:
         self.unplugs: list[tuple[float, float]] = []
         self.bytes_sent = 0
         self.overflow_bytes = 0  # bytes the host left unread until the pty buffer was full: dropped
-        self.unplugged_count = 0
+        self.unplugged_count = 0  # scheduled unplugs that happened (not the final one at stop)
         self._fds: tuple[int, int] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -66,7 +66,7 @@ class PtySimulator:
         self._fds = (master, slave)
         self.model.power_on(self.clock())
 
-    def _unplug(self) -> None:
+    def _unplug(self, scheduled: bool = True) -> None:
         master, slave = self._fds
         # the sensor goes between two frames; give a reading host up to 0.5 s to take what was already sent
         deadline = time.monotonic() + 0.5
@@ -80,7 +80,7 @@ class PtySimulator:
         os.close(master)
         os.close(slave)
         self._fds = None
-        self.unplugged_count += 1
+        self.unplugged_count += scheduled
 
     def start(self) -> "PtySimulator":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,7 @@ class PtySimulator:
         if self._thread is not None:
             self._thread.join(5)
         if self._fds is not None:
-            self._unplug()
+            self._unplug(scheduled=False)
 
     def _within(self, spans: list[tuple[float, float]], now: float) -> bool:
         return any(a <= now < b for a, b in spans)
