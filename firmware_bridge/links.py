@@ -87,7 +87,7 @@ class Link:
             except (OSError, DeviceError, asyncio.TimeoutError, RuntimeError, ValueError) as e:
                 detail = f"{type(e).__name__}: {e}"
                 self.last_error = detail
-            self.failures += 1
+                self.failures += 1
             await self._close_quietly(sink, opened_at)
             # "disconnected" ends a connection; a connect that failed is "unavailable" (the sensor is off,
             # out of range or its port is gone)
@@ -276,9 +276,10 @@ class BleLink(Link):
         client, self.client = self.client, None
         if client is None:
             return
-        if was_open and client.is_connected:
-            try:
+        try:
+            if was_open and client.is_connected:
                 for target, data in self.device.stop_commands():
                     await client.write_gatt_char(target, data, response=True)
-            finally:
+        finally:
+            if client.is_connected:  # also after a start that failed half-way: never leave a stale connection
                 await client.disconnect()

@@ -97,34 +97,61 @@ def test_bitalino_over_a_pty_delivers_the_exact_signal(eda_s04, tmp_path):
     assert sink.states[:2] == [("bitalino", "connecting"), ("bitalino", "connected")]
 
 
-def test_serial_faults_and_an_unplug_are_counted_exactly(datasets_root, tmp_path):
+def test_hub_counts_serial_faults_stalls_and_an_unplug_exactly(datasets_root, tmp_path):
     clock = ScaledClock(1.0)
     rig = soak_rig(tmp_path, clock, datasets_root, seed=3)
     rig.peripherals = []  # keep the serial ones: BITalino EMG at 1 kHz and the CXF EDA board, with byte faults
     rig.device_args = [a for a in rig.device_args if not a.startswith("polar")]
     del rig.models["polar"]
     bit_pty = next(p for p in rig.ptys if p.path.name == "bitalino")
+    cxf_pty = next(p for p in rig.ptys if p.path.name == "cxf-board")
     faults = bit_pty.faults = Faults(flip=0.1, drop=0.1, dup=0.1, seed=3)  # about every third 10 ms chunk
     bit_pty.unplug(1.5, 2.3)
-    sink = Collect()
+    cxf_pty.stall(0.8, 1.6)  # sends nothing for 0.8 s, then catches up
+    hub = Hub(rig.connect(clock), None, None, clock, stall_after_s=0.5)  # no bundle: counting and presence only
 
     async def main():
         clock.reset()
         rig.start()
-        await _run_links(rig.connect(clock), sink, 4.0, rig)
+        await hub.run(4.0, before_stop=rig.quiesce)
         await rig.stop()
 
     asyncio.run(main())
     ledger = rig.ledger()
     assert all(v["balanced"] for v in ledger.values()), ledger
-    bit = rig.links[0].device.counters
+    bit = hub.summary()["devices"]["bitalino"]
     assert sum(faults.counts.values()) >= 10
-    assert bit.crc_errors + bit.sequence_errors > 0 and bit.resyncs > 0 and bit.lost["sequence_gap"] > 0
-    assert bit.reconnects == 1 and bit_pty.unplugged_count >= 1
-    states = [s for d, s in sink.states if d == "bitalino"]
-    assert states[:2] == ["connecting", "connected"] and "disconnected" in states and states[-1] == "disconnected"
-    assert states.count("connected") == 2  # back after the unplug
+    assert bit["crc_errors"] + bit["sequence_errors"] > 0 and bit["resyncs"] > 0 and bit["lost"]["sequence_gap"] > 0
+    assert bit["reconnects"] == 1 and bit_pty.unplugged_count == 1
+    events = [(e.device, e.state) for e in hub.events]
+    bit_states = [s for d, s in events if d == "bitalino"]
+    assert bit_states[:2] == ["connecting", "connected"] and bit_states.count("connected") == 2  # back after the unplug
+    assert "disconnected" in bit_states and bit_states[-1] == "disconnected"
+    cxf_states = [s for d, s in events if d == "cxf"]
+    assert "stalled" in cxf_states and cxf_states.index("resumed") > cxf_states.index("stalled")
     assert ledger["bitalino"]["delivered"] > 2000  # about 3 s of the 4 at 1 kHz
+
+
+def test_cxf_board_over_ble_nordic_uart(eda_s04):
+    from firmware_bridge.simulators.ble import nus_peripheral
+    from firmware_bridge.simulators.sensors import CxfModel
+
+    clock = ScaledClock(1.0)
+    model = CxfModel({2: (SignalSource(eda_s04.data, eda_s04.rate), 40.0)}, max_samples=8)
+    per = nus_peripheral("C0:FF:EE:00:00:02", model, clock=clock)
+    rig = Rig(peripherals=[per], models={"cxf": (model, {"eda": 2})}, device_args=["cxf-ble:C0:FF:EE:00:00:02,2=eda:1@40"])
+    sink = Collect()
+
+    async def main():
+        clock.reset()
+        rig.start()
+        await _run_links(rig.connect(clock), sink, 1.0, rig)
+        await rig.stop()
+
+    asyncio.run(main())
+    got = sink.samples("eda")[:, 0]
+    assert len(got) >= 30 and rig.ledger()["cxf"]["balanced"] and rig.links[0].device.counters.frames > 5
+    np.testing.assert_allclose(got, SignalSource(eda_s04.data, eda_s04.rate).take(len(got), 40.0)[:, 0], rtol=1e-6)
 
 
 # ---- BLE through bleak's own client, with the simulated backend ---------------------------------------
@@ -254,6 +281,11 @@ def test_hub_skips_a_lost_sensor_and_records_what_the_bundle_uses(fp32_bundle, d
     assert recs and all(r.duration() >= 10 for r in recs)
     lengths = [(r.signals[s.name].shape[1], r.duration() * s.sample_rate) for r in recs for s in model.manifest.specs]
     assert all(n == expected for n, expected in lengths), lengths  # every stream covers the same time
+    # and a recording replays as a source
+    from crossl_edge import run as run_command
+
+    assert run_command.main(["--bundle", str(fp32_bundle), "--source", "replay:byo:live", "--data",
+                             str(tmp_path / "rec"), "--backend", "litert", "--quiet"]) == 0
 
 
 def test_simulate_command_runs_without_torch(fp32_bundle, tmp_path):

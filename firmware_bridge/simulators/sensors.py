@@ -230,7 +230,7 @@ class CxfModel(SensorModel):
                 n = min(due, self.max_samples)
                 x = src.take(n, rate).astype(np.float32)
                 first = self._index[mid]
-                out.append(cxf.encode_frame(self.device_id, mid, first, int(round(first / rate * 1e6)), x))
+                out.append(cxf.encode_frame(self.device_id, mid, first, int(round(first / rate * 1e6)), x, "<f4"))
                 self._frames.append((mid, n))
                 self._index[mid] += n
                 self.sent[mid] += n
