@@ -84,8 +84,6 @@ class DeviceCounters:
 class Device:
     """Base: a named sensor with streams; subclasses implement the protocol."""
 
-    kind = "device"
-
     def __init__(self, name: str) -> None:
         self.name = name
         self.streams: dict[str, StreamInfo] = {}
@@ -118,6 +116,21 @@ class Device:
     def feed(self, data: bytes, arrival: float, source: str | None = None) -> list[Batch]:
         raise NotImplementedError
 
+    # device counter <- parser counter, for the counters a parser keeps (its subclass sets them)
+    PARSER_COUNTERS: dict[str, str] = {}
+
+    def _new_parser(self, parser) -> None:
+        """Start a fresh parser (each connection); what the old one counted stays in the device's counters."""
+        self.parser = parser
+        self._parser_seen = {field: 0 for field in self.PARSER_COUNTERS.values()}
+
+    def _count_parser(self) -> None:
+        """Add what the parser counted since the last call to the device's counters."""
+        for mine, theirs in self.PARSER_COUNTERS.items():
+            now = getattr(self.parser.counters, theirs)
+            setattr(self.counters, mine, getattr(self.counters, mine) + now - self._parser_seen[theirs])
+            self._parser_seen[theirs] = now
+
     def _deliver(self, stream: str, samples: np.ndarray, t0: float, arrival: float, contiguous: bool) -> Batch:
         self.counters.delivered[stream] += len(samples)
         return Batch(stream, samples, float(t0), self.streams[stream].rate, arrival, contiguous)
@@ -130,7 +143,8 @@ class BitalinoDevice(Device):
     input becomes its own one-channel stream.
     """
 
-    kind = "bitalino"
+    PARSER_COUNTERS = {f: f for f in ("bytes_in", "frames", "crc_errors", "sequence_errors", "resyncs",
+                                      "bytes_skipped")}
 
     def __init__(self, name: str, channels: dict[int, tuple[str, str]], rate: int = 1000, ble: bool = False) -> None:
         super().__init__(name)
@@ -148,13 +162,12 @@ class BitalinoDevice(Device):
         self.mapping = [channels[a] for a in self.inputs]
         for stream, kind in self.mapping:
             self.streams[stream] = StreamInfo(stream, 1, float(rate), BITALINO_UNITS[kind])
-        self.clock = ClockModel()
         self._reset()
 
     def _reset(self) -> None:
         # the firmware restarts its sequence number at 0 with each start command (as the simulator does; the
         # vendor's own API starts its sequence check from the first frame instead, so this is an assumption)
-        self.parser = bitalino.BitalinoParser(len(self.inputs), first_seq=0)
+        self._new_parser(bitalino.BitalinoParser(len(self.inputs), first_seq=0))
         self._index = 0  # frames since start: delivered + lost by sequence number
         self.clock = ClockModel()  # the sample counter restarts with every start command
 
@@ -190,12 +203,10 @@ class BitalinoDevice(Device):
         return out
 
     def _batches(self, frames: bitalino.Frames, arrival: float, lost_before: int) -> list[Batch]:
-        c, p = self.counters, self.parser.counters
-        c.bytes_in, c.frames, c.crc_errors = p.bytes_in, p.frames, p.crc_errors
-        c.sequence_errors, c.resyncs, c.bytes_skipped = p.sequence_errors, p.resyncs, p.bytes_skipped
-        lost = p.frames_lost - lost_before
+        self._count_parser()
+        lost = self.parser.counters.frames_lost - lost_before
         if lost:
-            c.lost["sequence_gap"] += lost * len(self.inputs)
+            self.counters.lost["sequence_gap"] += lost * len(self.inputs)
         if not len(frames):
             return []
         # device index of each frame, counting the lost ones before it
@@ -217,7 +228,6 @@ class BitalinoDevice(Device):
 class PolarDevice(Device):
     """Polar H10 over BLE: ECG (130 Hz, microvolts -> mV) and/or ACC (25-200 Hz, milli-g -> g) via PMD."""
 
-    kind = "polar"
     ECG_RATE = 130
 
     def __init__(self, name: str, acc: str | None = "acc", ecg: str | None = None, acc_rate: int = 100,
@@ -312,7 +322,8 @@ class CxfDevice(Device):
     streams maps the board's modality id to (StreamInfo, scale): physical value = raw * scale.
     """
 
-    kind = "cxf"
+    PARSER_COUNTERS = {"bytes_in": "bytes_in", "crc_errors": "crc_errors", "bytes_skipped": "bytes_skipped",
+                       "sequence_errors": "bad_headers"}
 
     def __init__(self, name: str, streams: dict[int, tuple[StreamInfo, float]], ble: bool = False) -> None:
         super().__init__(name)
@@ -323,8 +334,8 @@ class CxfDevice(Device):
             self.streams[info.name] = info
         self.ble = ble
         self.clock = ClockModel()
-        self.parser = cxf.CxfParser()
-        self._next: dict[int, int] = {}
+        self._new_parser(cxf.CxfParser())
+        self._next: dict[int, int] = {}  # modality id -> index of the next sample
         self._unknown: set[tuple[int, int]] = set()
 
     def notify_uuids(self) -> list[str]:
@@ -332,8 +343,8 @@ class CxfDevice(Device):
 
     def connected(self) -> None:
         super().connected()
-        self.parser = cxf.CxfParser()  # sample indices continue or restart with the board: the parser tells
-        self._next: dict[int, int] = {}  # modality id -> index of the next sample
+        self._new_parser(cxf.CxfParser())  # sample indices continue or restart with the board: the parser tells
+        self._next = {}
 
     def disconnected(self, arrival: float) -> list[Batch]:
         cut = self.parser.flush()
@@ -342,19 +353,14 @@ class CxfDevice(Device):
             log.warning("%s: the link dropped inside a frame header; that frame's samples cannot be counted", self.name)
         elif cut:
             self.counters.lost["cut_by_disconnect"] += cut
-        self._sync()
+        self._count_parser()
         return []
-
-    def _sync(self) -> None:
-        c, p = self.counters, self.parser.counters
-        c.bytes_in, c.crc_errors, c.bytes_skipped = p.bytes_in, p.crc_errors, p.bytes_skipped
-        c.sequence_errors = p.bad_headers
 
     def feed(self, data: bytes, arrival: float, source: str | None = None) -> list[Batch]:
         lost_before = sum(self.parser.counters.samples_lost.values())
         frames = self.parser.feed(bytes(data))
         lost = sum(self.parser.counters.samples_lost.values()) - lost_before
-        self._sync()
+        self._count_parser()
         out = []
         for f in frames:
             entry = self.by_id.get(f.modality)

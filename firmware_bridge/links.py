@@ -62,8 +62,6 @@ class Link:
         self.clock = clock
         self.backoff = backoff or Backoff()
         self.attempts = 0
-        self.failures = 0
-        self.last_error = ""
         self._stop = asyncio.Event()
 
     async def run(self, sink: Sink) -> None:
@@ -86,8 +84,6 @@ class Link:
                 raise
             except (OSError, DeviceError, asyncio.TimeoutError, RuntimeError, ValueError) as e:
                 detail = f"{type(e).__name__}: {e}"
-                self.last_error = detail
-                self.failures += 1
             await self._close_quietly(sink, opened_at)
             # "disconnected" ends a connection; a connect that failed is "unavailable" (the sensor is off,
             # out of range or its port is gone)

@@ -18,7 +18,7 @@ import pytest
 from crossl_edge.data.byo import load_byo
 from crossl_edge.live import ScaledClock
 from firmware_bridge.config import parse_device, parse_devices
-from firmware_bridge.devices import CxfDevice, DeviceError, PolarDevice, StreamInfo
+from firmware_bridge.devices import BitalinoDevice, CxfDevice, DeviceError, PolarDevice, StreamInfo
 from firmware_bridge.hub import Hub
 from firmware_bridge.protocols import bitalino, cxf, polar
 from firmware_bridge.recorder import Recorder
@@ -394,3 +394,16 @@ def test_cxf_frame_cut_by_a_disconnect_is_counted():
     dev.feed(frame[:10], 2.0)
     dev.disconnected(2.1)
     assert dev.counters.cut_unknown == 1  # the header itself was cut: its size cannot be known
+
+
+def test_device_counters_add_up_across_reconnects():
+    dev = BitalinoDevice("b", {1: ("emg", "emg")}, 1000)
+    frames = bitalino.encode_frames(np.arange(8) % 16, np.zeros((8, 4), np.int64), np.full((8, 1), 512))
+    corrupt = bytearray(frames)
+    corrupt[4] ^= 0x01  # a bit of frame 1 (3-byte frames): a CRC error
+    for _ in range(2):
+        dev.connected()  # a fresh parser each time
+        dev.feed(bytes(corrupt), 1.0)
+        dev.disconnected(1.1)
+    c = dev.counters
+    assert c.reconnects == 1 and c.bytes_in == 2 * len(frames) and c.crc_errors == 2 and c.resyncs == 2
