@@ -22,7 +22,7 @@ from firmware_bridge.simulators.ble import BlePeripheral, SimulatedBleBackend, p
 from firmware_bridge.simulators.pty import PtySimulator
 from firmware_bridge.simulators.sensors import (BitalinoModel, CxfModel, DeviceClock, Faults, PolarModel,
                                                 SensorModel, bitalino_adc_eda, bitalino_adc_emg)
-from firmware_bridge.simulators.signals import SignalSource, dataset_signal
+from firmware_bridge.simulators.signals import SignalSource, dataset_signal, dataset_signals
 
 POLAR_ADDRESS = "A0:9E:1A:00:00:01"  # Polar's OUI; the rest is made up
 
@@ -105,13 +105,13 @@ def _add_polar(rig: Rig, clock, acc: SignalSource, rate: int, drift_ppm: float) 
     return per
 
 
-def _add_cxf(rig: Rig, folder: Path, clock, streams: dict[int, tuple[str, str, SignalSource, float]],
+def _add_cxf(rig: Rig, folder: Path, clock, streams: dict[int, tuple[str, SignalSource, float]],
              faults: Faults | None, drift_ppm: float) -> PtySimulator:
-    model = CxfModel({mid: (src, rate) for mid, (_, _, src, rate) in streams.items()}, clock=DeviceClock(drift_ppm))
+    model = CxfModel({mid: (src, rate) for mid, (_, src, rate) in streams.items()}, clock=DeviceClock(drift_ppm))
     pty = PtySimulator(model, folder / "cxf-board", clock, faults)
     rig.ptys.append(pty)
-    rig.models["cxf"] = (model, {name: mid for mid, (name, _, _, _) in streams.items()})
-    spec = ",".join(f"{mid}={name}:{src.channels}@{rate:g}" for mid, (name, _, src, rate) in streams.items())
+    rig.models["cxf"] = (model, {name: mid for mid, (name, _, _) in streams.items()})
+    spec = ",".join(f"{mid}={name}:{src.channels}@{rate:g}" for mid, (name, src, rate) in streams.items())
     rig.device_args.append(f"cxf:{pty.path},{spec}")
     return pty
 
@@ -128,13 +128,13 @@ def soak_rig(folder: str | Path, clock: Callable[[], float] = time.monotonic, da
     rig = Rig()
     emg = lis_emg_mv(data_root)
     emg.transform = bitalino_adc_emg
-    eda = dataset_signal("stress-predict", subject, "eda", data_root)
-    acc = dataset_signal("stress-predict", subject, "acc", data_root)
+    signals = dataset_signals("stress-predict", subject, ["eda", "acc"], data_root)
+    eda, acc = signals["eda"], signals["acc"]
     byte_faults = Faults(flip=0.02, drop=0.02, dup=0.02, seed=seed) if faults else None
     _add_bitalino(rig, folder, clock, {1: ("emg", "emg", emg)}, 1000, byte_faults, drift_ppm=40)
     _add_polar(rig, clock, acc, 100, drift_ppm=-25)
     cxf_faults = Faults(flip=0.01, drop=0.01, dup=0.01, seed=seed + 1) if faults else None
-    _add_cxf(rig, folder, clock, {3: ("eda", "uS", eda, 10.0)}, cxf_faults, drift_ppm=15)
+    _add_cxf(rig, folder, clock, {3: ("eda", eda, 10.0)}, cxf_faults, drift_ppm=15)
     return rig
 
 
@@ -151,16 +151,17 @@ def bundle_rig(manifest, folder: str | Path, clock: Callable[[], float] = time.m
         raise ValueError("the bundle's manifest names no held-out subject; pass one")
     rig = Rig()
     bita: dict[int, tuple[str, str, SignalSource]] = {}
-    boards: dict[int, tuple[str, str, SignalSource, float]] = {}
+    boards: dict[int, tuple[str, SignalSource, float]] = {}
+    signals = dataset_signals(dataset, subject, [spec.name for spec in manifest.specs], data_root)
     for spec in manifest.specs:
-        src = dataset_signal(dataset, subject, spec.name, data_root)
+        src = signals[spec.name]
         if spec.kind == "acc" and spec.channels == 3 and "polar" not in rig.models:
             _add_polar(rig, clock, src, 50, drift_ppm=-25)
         elif spec.kind in ("eda", "emg") and spec.channels == 1:
             src.transform = bitalino_adc_eda if spec.kind == "eda" else bitalino_adc_emg
             bita[3 if spec.kind == "eda" else 1] = (spec.name, spec.kind, src)
         else:
-            boards[len(boards) + 1] = (spec.name, spec.units, src, spec.sample_rate)
+            boards[len(boards) + 1] = (spec.name, src, spec.sample_rate)
     if bita:
         _add_bitalino(rig, folder, clock, bita, 1000 if any(k == "emg" for _, k, _ in bita.values()) else 10, None, 30)
     if boards:

@@ -39,14 +39,21 @@ class SignalSource:
         return self.transform(x) if self.transform is not None else x
 
 
-def dataset_signal(dataset: str, key: str, modality: str, data_root=None, transform=None,
-                   start_s: float = 0.0) -> SignalSource:
-    """The recording(s) of subject/group `key` of a data set, one modality, back to back."""
+def dataset_signals(dataset: str, key: str, modalities, data_root=None) -> dict[str, SignalSource]:
+    """Each named modality of subject/group `key` of a data set (its recordings back to back), loaded once."""
     from crossl_edge.runtime.replay import load_recordings
 
     recs, _ = load_recordings(dataset, key, data_root)
-    parts = [r.signals[modality] for r in recs if modality in r.signals]
-    if not parts:
-        raise ValueError(f"{dataset}:{key} has no {modality!r}; it has {sorted(recs[0].signals)}")
-    rate = recs[0].rates[modality]
-    return SignalSource(np.concatenate(parts, axis=1).T, rate, transform, start_s, f"{dataset}:{key}:{modality}")
+    out = {}
+    for modality in modalities:
+        parts = [r.signals[modality] for r in recs if modality in r.signals]
+        if not parts:
+            raise ValueError(f"{dataset}:{key} has no {modality!r}; it has {sorted(recs[0].signals)}")
+        out[modality] = SignalSource(np.concatenate(parts, axis=1).T, recs[0].rates[modality],
+                                     name=f"{dataset}:{key}:{modality}")
+    return out
+
+
+def dataset_signal(dataset: str, key: str, modality: str, data_root=None) -> SignalSource:
+    """One modality of subject/group `key` of a data set, its recordings back to back."""
+    return dataset_signals(dataset, key, [modality], data_root)[modality]
