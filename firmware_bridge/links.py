@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -203,7 +204,8 @@ class BleLink(Link):
     """A BLE peripheral through bleak: scan (by address), connect, subscribe, write commands, notifications."""
 
     transport = "ble"
-    connect_lock: asyncio.Lock | None = None  # one connect at a time, across all BLE links of a loop
+    # one connect at a time across all BLE links of an event loop (a lock belongs to the loop it is used in)
+    _connect_locks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]" = weakref.WeakKeyDictionary()
     CONNECT_TIMEOUT_S = 20.0
     SCAN_TIMEOUT_S = 10.0
 
@@ -215,9 +217,7 @@ class BleLink(Link):
 
     @classmethod
     def _lock(cls) -> asyncio.Lock:
-        if cls.connect_lock is None:
-            cls.connect_lock = asyncio.Lock()
-        return cls.connect_lock
+        return cls._connect_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
 
     async def open(self) -> None:
         from bleak import BleakClient, BleakScanner

@@ -407,3 +407,17 @@ def test_device_counters_add_up_across_reconnects():
         dev.disconnected(1.1)
     c = dev.counters
     assert c.reconnects == 1 and c.bytes_in == 2 * len(frames) and c.crc_errors == 2 and c.resyncs == 2
+
+
+def test_ble_connect_lock_works_in_a_second_event_loop():
+    from firmware_bridge.links import BleLink
+
+    async def connect_like():
+        async with BleLink._lock():
+            await asyncio.sleep(0.01)
+
+    async def three_at_once():
+        await asyncio.gather(*(connect_like() for _ in range(3)))
+
+    asyncio.run(three_at_once())
+    asyncio.run(three_at_once())  # a lock bound to the first loop would raise here
