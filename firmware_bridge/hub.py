@@ -68,7 +68,6 @@ class Hub:
         self.events: list[Event] = []
         self.states: dict[str, str] = {}
         self.latencies_s: list[float] = []
-        self.predictions = 0
         self.streams: dict[str, _StreamState] = {}
         self.unused: set[str] = set()
         specs = {s.name: s for s in classifier.model.manifest.specs} if classifier is not None else {}
@@ -143,7 +142,6 @@ class Hub:
         ready = self._ready(now)
         floor = now - self.classifier.absent_after_s  # nothing live: predictions (no_modality) go on
         for p in self.classifier.poll(max(ready, floor) if ready is not None else floor):
-            self.predictions += 1
             done = time.perf_counter()
             arrived = [self._arrival(name, p.t) for name in p.present]
             arrived = [a for a in arrived if a is not None]
@@ -153,11 +151,15 @@ class Hub:
                 self.on_prediction(p)
 
     def _arrival(self, name: str, t: float) -> float | None:
-        """When the link read the bytes of the pushed samples that hold stream time t (perf_counter)."""
-        for t_end, arrival in self.streams[name].arrivals:
-            if t_end >= t - 1e-6:
-                return arrival
-        return None
+        """When the link read the bytes of the pushed samples that hold stream time t (perf_counter).
+
+        Pushes are in time order and a prediction is about the newest ones: walk back from the newest."""
+        found = None
+        for t_end, arrival in reversed(self.streams[name].arrivals):
+            if t_end < t - 1e-6:
+                break
+            found = arrival
+        return found
 
     # ---- presence ------------------------------------------------------------------------------------
     def _event(self, device: str, state: str, detail: str = "") -> None:
@@ -216,7 +218,7 @@ class Hub:
         out = {
             "devices": {link.device.name: dict(link.device.counters.to_dict(), state=self.states.get(link.device.name),
                                                attempts=link.attempts) for link in self.links},
-            "predictions": self.predictions,
+            "predictions": self.classifier.counters.predictions if self.classifier is not None else 0,
             "events": len(self.events),
             "unused_streams": sorted(self.unused),
         }

@@ -36,16 +36,22 @@ class _Segment:
     def t_end(self) -> float:
         return self.t0 + self.n / self.rate
 
+    def data(self) -> np.ndarray:
+        """All samples as one array (the chunks are joined once, then kept joined)."""
+        if len(self.parts) != 1:
+            self.parts = [np.concatenate(self.parts)]
+        return self.parts[0]
+
     def take(self, a: float, n: int) -> np.ndarray:
         """n samples from the one nearest time a."""
         i = max(int(round((a - self.t0) * self.rate)), 0)
-        return np.concatenate(self.parts)[i:i + n]
+        return self.data()[i:i + n]
 
     def trim(self, t: float) -> None:
         i = int(round((t - self.t0) * self.rate))
         if i <= 0:
             return
-        x = np.concatenate(self.parts)[i:]
+        x = self.data()[i:]
         self.parts, self.n, self.t0 = [x], len(x), self.t0 + i / self.rate
 
 
@@ -91,23 +97,23 @@ class Recorder:
     def flush(self, upto: float = math.inf) -> list[Path]:
         written, n_written = [], 0
         held = sum(s.n for segs in self.segments.values() for s in segs)
+        rates = {name: self.specs[name].sample_rate for name in self.segments}
         for a, b in self._spans(upto):
             if b - a < self.min_s:
                 continue
-            rates = {name: self.specs[name].sample_rate for name in self.segments}
             # one duration that is a whole number of samples of every stream, so they end together
             duration = min(math.floor((b - a) * r + 1e-6) / r for r in rates.values())
             signals = {}
             for name, segs in self.segments.items():
                 seg = next(s for s in segs if s.t0 <= a + 1e-9 and s.t_end >= b - 1e-9)
                 signals[name] = seg.take(a, int(round(duration * rates[name]))).T.copy()
-            rec = Recording(self.subject, signals, rates, meta={"host_t0": a, "duration_s": b - a})
+            rec = Recording(self.subject, signals, rates, meta={"host_t0": a, "duration_s": duration})
             path = self.folder / f"{self.subject}-{self.stamp}-{self.counters.files:04d}.npz"
             save_byo_recording(path, rec)
             self.counters.files += 1
             n_written += sum(v.shape[1] for v in signals.values())
             written.append(path)
-            log.info("recorded %.1f s of %s to %s", b - a, ", ".join(signals), path)
+            log.info("recorded %.1f s of %s to %s", duration, ", ".join(signals), path)
         # forget what lies before upto (written, or too short / not covered by every stream)
         for name, segs in self.segments.items():
             keep = []
