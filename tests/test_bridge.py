@@ -49,16 +49,32 @@ class Collect:
         return np.concatenate([b.samples for b in self.batches if b.stream == stream])
 
 
-async def _run_links(links, sink, seconds: float, rig: Rig | None = None) -> None:
-    tasks = [asyncio.create_task(link.run(sink)) for link in links]
-    await asyncio.sleep(seconds)
-    if rig is not None:
+def _simulate(rig: Rig, clock: ScaledClock, seconds: float, *, sink: Collect | None = None, links=None,
+              hub: Hub | None = None) -> None:
+    """Start the rig's simulators at clock time 0, run the hub (or the links, into sink) for `seconds`, end the
+    streams cleanly (Rig.quiesce) and stop the simulators."""
+
+    async def run_links() -> None:
+        tasks = [asyncio.create_task(link.run(sink)) for link in links]
+        await asyncio.sleep(seconds)
         await rig.quiesce()
-    for link in links:
-        link.stop()
-    await asyncio.wait(tasks, timeout=3)
-    for t in tasks:
-        assert t.done() and t.exception() is None
+        for link in links:
+            link.stop()
+        await asyncio.wait(tasks, timeout=3)
+        for t in tasks:
+            assert t.done() and t.exception() is None
+
+    async def main() -> None:
+        clock.reset()
+        rig.start()
+        try:
+            await (hub.run(seconds, before_stop=rig.quiesce) if hub is not None else run_links())
+        finally:
+            await rig.stop()
+
+    if hub is None and links is None:
+        links = rig.connect(clock)
+    asyncio.run(main())
 
 
 @pytest.fixture
@@ -82,13 +98,7 @@ def test_bitalino_over_a_pty_delivers_the_exact_signal(eda_s04, tmp_path):
     rig.device_args.append(f"bitalino:{tmp_path / 'bitalino'},rate=100,A3=eda:eda")
     sink = Collect()
 
-    async def main():
-        clock.reset()
-        rig.start()
-        await _run_links(rig.connect(clock), sink, 1.5, rig)
-        await rig.stop()
-
-    asyncio.run(main())
+    _simulate(rig, clock, 1.5, sink=sink)
     got = sink.samples("eda")[:, 0]
     assert len(got) > 100  # 1.5 s at 100 Hz, less the start
     expected = bitalino.eda_us(_adc_twin(eda_s04, len(got), 100))
@@ -110,13 +120,7 @@ def test_hub_counts_serial_faults_stalls_and_an_unplug_exactly(datasets_root, tm
     cxf_pty.stall(0.8, 1.6)  # sends nothing for 0.8 s, then catches up
     hub = Hub(rig.connect(clock), None, None, clock, stall_after_s=0.5)  # no bundle: counting and presence only
 
-    async def main():
-        clock.reset()
-        rig.start()
-        await hub.run(4.0, before_stop=rig.quiesce)
-        await rig.stop()
-
-    asyncio.run(main())
+    _simulate(rig, clock, 4.0, hub=hub)
     ledger = rig.ledger()
     assert all(v["balanced"] for v in ledger.values()), ledger
     bit = hub.summary()["devices"]["bitalino"]
@@ -142,13 +146,7 @@ def test_cxf_board_over_ble_nordic_uart(eda_s04):
     rig = Rig(peripherals=[per], models={"cxf": (model, {"eda": 2})}, device_args=["cxf-ble:C0:FF:EE:00:00:02,2=eda:1@40"])
     sink = Collect()
 
-    async def main():
-        clock.reset()
-        rig.start()
-        await _run_links(rig.connect(clock), sink, 1.0, rig)
-        await rig.stop()
-
-    asyncio.run(main())
+    _simulate(rig, clock, 1.0, sink=sink)
     got = sink.samples("eda")[:, 0]
     assert len(got) >= 30 and rig.ledger()["cxf"]["balanced"] and rig.links[0].device.counters.frames > 5
     np.testing.assert_allclose(got, SignalSource(eda_s04.data, eda_s04.rate).take(len(got), 40.0)[:, 0], rtol=1e-6)
@@ -164,13 +162,7 @@ def test_polar_over_ble_reconnects_and_restarts_its_stream(datasets_root):
     per = polar_peripheral("A0:9E:1A:00:00:07", model, clock=clock).out_of_range(0.6, 0.9).out_of_range(1.4, 1.6)
     sink = Collect()
 
-    async def main():
-        clock.reset()
-        per.start()
-        await _run_links([link], sink, 2.5)
-        await per.stop()
-
-    asyncio.run(main())
+    _simulate(Rig(peripherals=[per], models={"polar": (model, {"acc": "acc"})}), clock, 2.5, sink=sink, links=[link])
     c = link.device.counters
     assert per.drops == 2 and c.reconnects == 2
     assert c.delivered["acc"] == model.sent["acc"] > 100 and not c.lost
@@ -201,13 +193,7 @@ def test_bitalino_ble_frames_span_20_byte_notifications(eda_s04):
 
     link.device.feed = spy
 
-    async def main():
-        clock.reset()
-        per.start()
-        await _run_links([link], sink, 1.0)
-        await per.stop()
-
-    asyncio.run(main())
+    _simulate(Rig(peripherals=[per]), clock, 1.0, sink=sink, links=[link])
     assert max(seen) == 20 and any(n % 7 for n in seen)  # frames cut across notifications
     n = len(sink.samples("a"))
     assert n > 500 and link.device.counters.crc_errors == 0
@@ -226,15 +212,7 @@ def test_ble_links_connect_one_at_a_time(datasets_root):
     SimulatedBleBackend.max_connecting = 0
     sink = Collect()
 
-    async def main():
-        clock.reset()
-        for p in pers:
-            p.start()
-        await _run_links(links, sink, 0.8)
-        for p in pers:
-            await p.stop()
-
-    asyncio.run(main())
+    _simulate(Rig(peripherals=pers), clock, 0.8, sink=sink, links=links)
     assert SimulatedBleBackend.max_connecting == 1
     assert sum(1 for _, s in sink.states if s == "connected") == 3
 
@@ -254,13 +232,7 @@ def test_hub_skips_a_lost_sensor_and_records_what_the_bundle_uses(fp32_bundle, d
     preds = []
     hub = Hub(rig.connect(clock), stream, recorder, clock, on_prediction=preds.append)
 
-    async def main():
-        clock.reset()
-        rig.start()
-        await hub.run(70.0, before_stop=rig.quiesce)
-        await rig.stop()
-
-    asyncio.run(main())
+    _simulate(rig, clock, 70.0, hub=hub)
     ledger = rig.ledger()
     assert all(v["balanced"] for v in ledger.values()), ledger
     # at 20x several PMD frames are due per tick: each must still be its own notification
