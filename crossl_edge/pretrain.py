@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--embed-dim", type=int, default=e.embed_dim, help="per-modality embedding size D (default: %(default)s)")
     g.add_argument("--seed", type=int, default=d.seed, help="seed of weights, masks and batches (default: %(default)s)")
+    r = p.add_argument_group("continued pretraining on your own sensors' recordings")
+    r.add_argument("--recordings", default=None, metavar="DIR",
+                   help="a folder of recordings made by the bridge (`python -m crossl_edge.run ... --record DIR`): "
+                   "continue pretraining --from-run's backbone on them (unlabelled); the new --run keeps the source's data, "
+                   "split and normalisation, so finetune, evaluate and export work on it as before")
+    r.add_argument("--from-run", default=None, metavar="RUN", help="with --recordings: the run whose backbone to continue")
+    r.add_argument("--mix", action="store_true",
+                   help="with --recordings: also train on the source run's training windows (keeps the encoders near them)")
     cli.add_compute_args(p)
     return p
 
@@ -58,8 +66,10 @@ def body(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, masking=args.masking, keep_prob=args.keep_prob,
         sim=args.sim, std=args.std, cov=args.cov, expander=tuple(args.expander), seed=args.seed,
     )
-    model_cfg = ModelConfig(encoder=EncoderConfig(embed_dim=args.embed_dim))
     placement = place(args.device, amp=not args.no_amp)
+    if args.recordings or args.from_run:
+        return _continue(args, cfg, placement)
+    model_cfg = ModelConfig(encoder=EncoderConfig(embed_dim=args.embed_dim))
     prep = prepare(cli.data_choice(args), args.data)
     _, result = run_pretraining(args.run, prep, model_cfg, cfg, placement, progress=not args.quiet)
     if placement.is_main:
@@ -70,6 +80,25 @@ def body(args: argparse.Namespace) -> int:
             + (f"; final VICReg loss {last['loss']:.3f}" if last else "")
             + f"\nwrote {args.run}/backbone.pt; next: python -m crossl_edge.finetune --run {args.run}"
         )
+    return 0
+
+
+def _continue(args: argparse.Namespace, cfg, placement) -> int:
+    from pathlib import Path
+
+    from crossl_edge.training.runs import continue_on_recordings
+
+    if not (args.recordings and args.from_run):
+        raise ValueError("--recordings and --from-run go together: the recordings continue that run's backbone")
+    _, result, n = continue_on_recordings(Path(args.from_run), Path(args.run), Path(args.recordings), cfg, placement,
+                                          args.mix, progress=not args.quiet)
+    if placement.is_main:
+        last = result.history[-1] if result.history else {}
+        print(f"continued {args.from_run}'s backbone for {args.epochs} epochs on {n} recording windows"
+              + (" and its training windows" if args.mix else "") + f" in {result.seconds:.0f} s"
+              + (f"; final VICReg loss {last['loss']:.3f}" if last else "")
+              + f"\nwrote {args.run}/backbone.pt; next: python -m crossl_edge.finetune --run {args.run} --set-default, "
+              f"then python -m crossl_edge.export --run {args.run} --int8")
     return 0
 
 

@@ -191,8 +191,9 @@ class Hub:
         awaited (with the links still open) before they close."""
         tasks = [asyncio.create_task(link.run(self), name=f"link:{link.device.name}") for link in self.links]
         start = self.clock()
+        self._stopping = False
         try:
-            while duration_s is None or self.clock() - start < duration_s:
+            while (duration_s is None or self.clock() - start < duration_s) and not self._stopping:
                 await asyncio.sleep(tick_s)
                 self.check()
                 for t in tasks:
@@ -211,6 +212,10 @@ class Hub:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.recorder is not None:
                 self.recorder.flush()
+
+    def stop(self) -> None:
+        """Ask `run` to end at its next tick, as if its duration were over (callable from a callback)."""
+        self._stopping = True
 
     # ---- accounting ----------------------------------------------------------------------------------
     def summary(self) -> dict:

@@ -141,18 +141,22 @@ def multinomial_objective(
     sample_weight: np.ndarray,
     C: float,
     penalty: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
     """(f, grad) of the scaled penalised multinomial cross-entropy at flat parameters `theta`.
 
     theta = concat(W.ravel(), b) with W [F, K] and b [K]; y holds class indices 0..K-1 (K = n_classes);
     f = sum_i s_i * CE_i / n + sum_j penalty_j ||W_j||^2 / (2 C n) (penalty: per-feature weights, default
-    all 1), i.e. the scikit-learn objective divided by C * n.
+    all 1), i.e. the scikit-learn objective divided by C * n. `offset` [n, K] is added to the logits and not
+    fitted (fixed logits of another model that this one corrects).
     """
     n, F = X.shape
     K = n_classes
     W = theta[: F * K].reshape(F, K)
     b = theta[F * K:]
     z = X @ W + b
+    if offset is not None:
+        z = z + offset
     rows = np.arange(n)
     zmax = z.max(1, keepdims=True)
     z_y = z[rows, y] - zmax[:, 0]
@@ -311,7 +315,11 @@ class LogisticRegression:
         self.feature_names_: list[str] | None = None
 
     # -- fitting
-    def fit(self, X: np.ndarray, y: np.ndarray, n_classes: int | None = None) -> "LogisticRegression":
+    def fit(
+        self, X: np.ndarray, y: np.ndarray, n_classes: int | None = None, offset: np.ndarray | None = None,
+    ) -> "LogisticRegression":
+        """Fit on features X [N, F] and class indices y [N]. `offset` [N, n_classes]: fixed logits added to the
+        model's (it then learns a correction of them; predictions must add the same offset, see `decision_function`)."""
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y)
         if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
@@ -325,6 +333,10 @@ class LogisticRegression:
         n_classes = int(y.max()) + 1 if n_classes is None else int(n_classes)
         if y.max() >= n_classes:
             raise ValueError(f"y holds class {int(y.max())} but n_classes is {n_classes}")
+        if offset is not None:
+            offset = np.asarray(offset, dtype=np.float64)
+            if offset.shape != (len(y), n_classes) or not np.isfinite(offset).all():
+                raise ValueError(f"offset must be finite [N, n_classes] = {(len(y), n_classes)}, got {offset.shape}")
         self.n_classes_ = n_classes
         self.n_features_in_ = X.shape[1]
         self.mean_ = X.mean(0)
@@ -355,8 +367,9 @@ class LogisticRegression:
         d = 1.0 / np.sqrt(0.25 * np.clip(lam, 0.0, None) + 1.0 / (self.C * n))
         T = E * d
         Z = Xs @ T
+        off = None if offset is None else offset[:, self.classes_]
         theta, self.n_iter_, self.converged_ = _lbfgs(
-            lambda t: multinomial_objective(t, Z, yi, k, sw, self.C, d * d), np.zeros((F + 1) * k), self.max_iter,
+            lambda t: multinomial_objective(t, Z, yi, k, sw, self.C, d * d, off), np.zeros((F + 1) * k), self.max_iter,
             self.tol,
         )
         if not self.converged_:

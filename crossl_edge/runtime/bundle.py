@@ -18,6 +18,10 @@ import numpy as np
 from crossl_edge.spec import ModalitySpec, SpecError, check_specs
 
 FORMAT = "crossl-edge-bundle/1"
+#: A bundle with a personalised numpy head (`head`): a /1 reader would ignore the head and predict with the
+#: generic one, possibly under other class names, so it must refuse the bundle; hence a new format.
+FORMAT_HEAD = "crossl-edge-bundle/2"
+FORMATS = (FORMAT, FORMAT_HEAD)
 MANIFEST = "manifest.json"
 #: Backends a bundle can hold, and the file each writes inside the bundle folder.
 BACKEND_FILES = {"executorch": "model.pte", "litert": "model.tflite"}
@@ -104,6 +108,22 @@ class BackendEntry:
 
 
 @dataclass(frozen=True)
+class FileEntry:
+    """A file of the bundle besides the programs (a personalised head), with its size and sha256."""
+
+    file: str
+    sha256: str
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "sha256": self.sha256, "bytes": self.bytes}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FileEntry":
+        return cls(str(d["file"]), str(d["sha256"]), int(d["bytes"]))
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything the runtime needs besides the program files (see export/README.md for every field)."""
 
@@ -118,6 +138,7 @@ class Manifest:
     global_dim: int
     precision: str  # "int8" or "fp32"
     backends: dict[str, BackendEntry]
+    head: FileEntry | None  # a personalised head (format /2): its file replaces the program's logits
     raw: dict[str, Any]  # the whole JSON, for fields only tools read (quantisation, verification, versions)
 
     @property
@@ -126,9 +147,11 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Manifest":
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
+        if not isinstance(d, dict) or d.get("format") not in FORMATS:
             found = d.get("format") if isinstance(d, dict) else type(d).__name__
-            raise BundleError(f"not a {FORMAT} manifest (format: {found!r}); re-export with this version")
+            raise BundleError(f"not a {' or '.join(FORMATS)} manifest (format: {found!r}); re-export with this version")
+        if (d["format"] == FORMAT_HEAD) != ("head" in d):
+            raise BundleError(f"a {FORMAT_HEAD} manifest, and only one, carries a personalised head")
         try:
             specs = check_specs(ModalitySpec.from_dict(s) for s in d["modalities"])
             norm = d["normalization"]
@@ -138,7 +161,8 @@ class Manifest:
                 norm_mean={k: [float(v) for v in vs] for k, vs in norm["mean"].items()},
                 norm_std={k: [float(v) for v in vs] for k, vs in norm["std"].items()},
                 window_s=float(d["window_s"]), hop_s=float(d["hop_s"]), embed_dim=int(d["embed_dim"]),
-                global_dim=int(d["global_dim"]), precision=str(d["precision"]), backends=backends, raw=d,
+                global_dim=int(d["global_dim"]), precision=str(d["precision"]), backends=backends,
+                head=FileEntry.from_dict(d["head"]) if "head" in d else None, raw=d,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             if isinstance(e, BundleError):
@@ -190,6 +214,10 @@ class Bundle:
         _check_digest(self.file(backend), self.manifest.backends[backend], data)
         return data
 
+    def head_bytes(self) -> bytes | None:
+        """The personalised head file, checked again as it is read (None: the bundle uses its program's head)."""
+        return None if self.manifest.head is None else _check_file(self.path, self.manifest.head, "the personalised head")
+
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest JSON of a bundle folder, unchecked (tools that inspect or rewrite bundles use this)."""
@@ -219,17 +247,24 @@ def load_bundle(path: str | Path, backends: tuple[str, ...] | None = None) -> Bu
     for b in check:
         if b not in manifest.backends:
             raise BundleError(f"bundle {path} has no {b} program (it has: {', '.join(sorted(manifest.backends))})")
-        e = manifest.backends[b]
-        f = path / e.file
-        if Path(e.file).name != e.file:
-            raise BundleError(f"manifest names file {e.file!r} outside the bundle folder")
-        if not f.is_file():
-            raise BundleError(f"bundle {path} lacks {e.file} (listed in its manifest for {b})")
-        _check_digest(f, e, f.read_bytes())
+        _check_file(path, manifest.backends[b], b)
+    if manifest.head is not None:
+        _check_file(path, manifest.head, "the personalised head")
     return Bundle(path, manifest)
 
 
-def _check_digest(f: Path, e: BackendEntry, data: bytes) -> None:
+def _check_file(path: Path, e: BackendEntry | FileEntry, what: str) -> bytes:
+    f = path / e.file
+    if Path(e.file).name != e.file:
+        raise BundleError(f"manifest names file {e.file!r} outside the bundle folder")
+    if not f.is_file():
+        raise BundleError(f"bundle {path} lacks {e.file} (listed in its manifest for {what})")
+    data = f.read_bytes()
+    _check_digest(f, e, data)
+    return data
+
+
+def _check_digest(f: Path, e: BackendEntry | FileEntry, data: bytes) -> None:
     if len(data) != e.bytes or hashlib.sha256(data).hexdigest() != e.sha256:
         raise BundleError(
             f"{f} does not match its manifest checksum (sha256 {e.sha256[:12]}..., {e.bytes} bytes; found "

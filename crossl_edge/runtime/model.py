@@ -12,7 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossl_edge.runtime.backends import ProgramRunner, open_runner
-from crossl_edge.runtime.bundle import AGGREGATE, Bundle, TensorIO, encoder_program, load_bundle, norm_arrays
+from crossl_edge.runtime.bundle import (
+    AGGREGATE, Bundle, BundleError, TensorIO, encoder_program, load_bundle, norm_arrays,
+)
+from crossl_edge.runtime.head import HeadError, LinearHead
 
 
 class InputError(ValueError):
@@ -55,6 +58,7 @@ class Output:
     logits: np.ndarray  # [K]
     probs: np.ndarray  # [K]
     embedding: np.ndarray  # [G]
+    base_logits: np.ndarray  # the bundle program's own head's logits (= logits unless the bundle is personalised)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -87,6 +91,7 @@ class EdgeModel:
             self._enc_out[s.name] = entry.outputs[prog]["embedding"]
         agg_in, self._agg_out = entry.inputs[AGGREGATE], entry.outputs[AGGREGATE]
         self._z_in, self._p_in = _Feed(agg_in["z"]), _Feed(agg_in["presence"])
+        self.head = _load_head(self.bundle)
         self._z = np.zeros((len(self.names), m.embed_dim), dtype=np.float32)
         self._presence = np.zeros(len(self.names), dtype=np.float32)
 
@@ -118,9 +123,31 @@ class EdgeModel:
             self._z[i] = z
             self._presence[i] = 1.0
         logits, g = self.runner.run(AGGREGATE, [self._z_in(self._z), self._p_in(self._presence)])
-        logits = _dequantize(logits, self._agg_out["logits"])
-        return Output(logits, softmax(logits), _dequantize(g, self._agg_out["global"]))
+        base = _dequantize(logits, self._agg_out["logits"])
+        g = _dequantize(g, self._agg_out["global"])
+        logits = base if self.head is None else self.head(g, base)
+        return Output(logits, softmax(logits), g, base)
 
     def predict(self, windows: dict[str, np.ndarray]) -> Output:
         """Encode every given modality's window and aggregate them (the modalities not given are absent)."""
         return self.aggregate({name: self.encode(name, w) for name, w in windows.items()})
+
+
+def _load_head(bundle: Bundle) -> LinearHead | None:
+    """A personalised bundle's head, checked against the manifest's classes and global embedding size."""
+    data = bundle.head_bytes()
+    if data is None:
+        return None
+    m = bundle.manifest
+    try:
+        head = LinearHead.from_bytes(data, bundle.path / m.head.file)
+    except HeadError as e:
+        raise BundleError(str(e)) from e
+    k_program = m.backends[next(iter(m.backends))].outputs[AGGREGATE]["logits"].shape[-1]
+    if head.in_dim != m.global_dim or head.n_classes != len(m.class_names) or (head.residual and head.n_classes != k_program):
+        raise BundleError(
+            f"{m.head.file}: a head of {head.n_classes} classes on {head.in_dim} features does not fit the manifest "
+            f"({len(m.class_names)} classes, global embedding {m.global_dim}"
+            + (f", residual on the program's {k_program} classes)" if head.residual else ")")
+        )
+    return head

@@ -44,6 +44,7 @@ class Prediction:
     label: str | None = None  # the most probable class
     embedding: np.ndarray | None = None  # [G] global embedding (for personalisation)
     compute_s: float = 0.0  # time spent in encoders + aggregator
+    base_logits: np.ndarray | None = None  # [K'] the bundle program's own logits (personalisation fits on them)
 
     def to_dict(self, class_names: tuple[str, ...]) -> dict:
         d = {"t": round(self.t, 4), "state": self.state, "present": list(self.present), "encoded": list(self.encoded),
@@ -268,4 +269,4 @@ class StreamingClassifier:
         out = self.model.aggregate(embeddings)
         k = int(out.probs.argmax())
         return Prediction(t, OK, tuple(present), tuple(encoded), out.probs, self.model.class_names[k], out.embedding,
-                          time.perf_counter() - start)
+                          time.perf_counter() - start, out.base_logits)

@@ -293,3 +293,51 @@ def stats_baseline(prep: Prepared, idx: np.ndarray) -> tuple[dict[str, float], f
     Returns (test macro-F1 per sensor subset, chosen C, validation macro-F1)."""
     model, c, val = fit_stats_baseline(prep.ws.subset(idx), prep.ws.subset(prep.labelled(prep.val)))
     return stats_baseline_scores(model, prep.ws.subset(prep.labelled(prep.test))), c, val
+
+
+def continue_on_recordings(
+    source: Path, run_dir: Path, recordings: Path, cfg: PretrainConfig, placement: Placement, mix: bool = False,
+    progress: bool = True,
+) -> tuple[CroSSLNet, PretrainResult, int]:
+    """CroSSL pretraining continued from `source`'s backbone on the unlabelled windows of bridge recordings.
+
+    The new run keeps the source run's data choice, split, modalities and normalisation (so fine-tuning,
+    evaluation and export work on it as on the source, with the recordings' sensors in the encoders); the
+    recordings are cut into the source's windows and normalised with its training statistics. `mix` adds the
+    source's own training windows, so the encoders do not drift away from them. Returns the network, the
+    pretraining result and the number of recording windows."""
+    from crossl_edge.data import DATASETS, load_byo, make_windows
+
+    info = read_run(source)
+    if not (Path(source) / "backbone.pt").is_file():
+        raise CheckpointError(f"{source} has no backbone.pt to continue from; pretrain it first")
+    if Path(run_dir).resolve() == Path(source).resolve():
+        raise CheckpointError("--run must be a new folder: continued pretraining never overwrites the source run")
+    recs, _, _ = load_byo(recordings)
+    window_s = info.specs[0].window_seconds
+    hop = info.choice.hop_s or DATASETS[info.choice.dataset].hop_s or window_s  # the source's own hop
+    ws = make_windows(recs, info.specs, window_s, hop, info.class_names, skip_short=True)
+    if len(ws) == 0:
+        raise DataError(f"{recordings} holds no recording as long as one {window_s:g} s window of {', '.join(s.name for s in info.specs)}")
+    x = info.norm.apply(ws).x
+    if mix:
+        prep = prepare_for_run(info)
+        x = {k: np.concatenate([x[k], prep.ws.x[k][prep.train]]) for k in x}
+    net = load_net(Path(source) / "backbone.pt", info).to(placement.device)
+    d = load_json(Path(source) / "run.json")
+    d["pretrain"] = cfg.to_dict()
+    d["continued"] = {"from": str(source), "recordings": str(recordings), "recording_windows": len(ws),
+                      "recording_files": len(recs), "mixed_with_source_training_windows": mix}
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = run_dir / "pretrain.ckpt.pt"
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(placement.device) for k, v in x.items()}
+    result = pretrain(net, tensors, cfg, placement, ckpt, progress)
+    if placement.is_main:
+        with open(run_dir / "pretrain_log.jsonl", "w") as f:
+            for row in result.history:
+                f.write(json.dumps(row) + "\n")
+        save_net(run_dir / "backbone.pt", net.cpu())
+        save_json(run_dir / "run.json", d)  # last: a folder with run.json is a finished run
+        ckpt.unlink(missing_ok=True)
+    return net, result, len(ws)

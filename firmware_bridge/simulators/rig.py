@@ -139,8 +139,9 @@ def soak_rig(folder: str | Path, clock: Callable[[], float] = time.monotonic, da
 
 
 def bundle_rig(manifest, folder: str | Path, clock: Callable[[], float] = time.monotonic, data_root=None,
-               subject: str | None = None) -> Rig:
-    """Sensors for every modality of a bundle, replaying a held-out subject of the bundle's data set."""
+               subject: str | None = None, start_s: float = 0.0) -> Rig:
+    """Sensors for every modality of a bundle, replaying a held-out subject of the bundle's data set from
+    `start_s` seconds into its recording."""
     folder = Path(folder)
     source = manifest.raw.get("source", {})
     dataset = source.get("dataset")
@@ -155,6 +156,7 @@ def bundle_rig(manifest, folder: str | Path, clock: Callable[[], float] = time.m
     signals = dataset_signals(dataset, subject, [spec.name for spec in manifest.specs], data_root)
     for spec in manifest.specs:
         src = signals[spec.name]
+        src.seek(start_s)
         if spec.kind == "acc" and spec.channels == 3 and "polar" not in rig.models:
             _add_polar(rig, clock, src, 50, drift_ppm=-25)
         elif spec.kind in ("eda", "emg") and spec.channels == 1:

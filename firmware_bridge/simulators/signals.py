@@ -28,6 +28,10 @@ class SignalSource:
     def duration_s(self) -> float:
         return len(self.data) / self.rate
 
+    def seek(self, t: float) -> None:
+        """Play from source time t (seconds) on."""
+        self._t = float(t)
+
     def take(self, n: int, rate: float) -> np.ndarray:
         """The next n samples at `rate` Hz: [n, C] (transformed)."""
         t = self._t + np.arange(n) / rate

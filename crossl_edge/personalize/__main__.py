@@ -1,0 +1,3 @@
+from crossl_edge.personalize.cli import main
+
+raise SystemExit(main())
