@@ -319,7 +319,8 @@ class LogisticRegression:
         self, X: np.ndarray, y: np.ndarray, n_classes: int | None = None, offset: np.ndarray | None = None,
     ) -> "LogisticRegression":
         """Fit on features X [N, F] and class indices y [N]. `offset` [N, n_classes]: fixed logits added to the
-        model's (it then learns a correction of them; predictions must add the same offset, see `decision_function`)."""
+        model's, which then learns a correction of them (`decision_function` and `predict` do not add it: a
+        caller adds the same offset)."""
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y)
         if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
