@@ -97,6 +97,9 @@ def test_too_few_windows_are_refused_and_nothing_is_written(fp32_bundle, tmp_pat
     assert personalize_main(["--bundle", str(fp32_bundle), "--out", str(fp32_bundle), "--from",
                              f"replay:stress-predict:{SUBJECT}", "--windows", "1", "--quiet"]) == 2
     assert "never overwrites" in capsys.readouterr().err
+    assert personalize_main(["--bundle", str(fp32_bundle), "--out", str(out), "--from", f"replay:stress-predict:{SUBJECT}",
+                             "--classes", "rest", "--quiet"]) == 2
+    assert "at least two classes" in capsys.readouterr().err and not out.exists()
 
 
 def test_simulated_collection_and_the_personalised_bundle_run_without_torch(fp32_bundle, tmp_path):

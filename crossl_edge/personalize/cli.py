@@ -79,7 +79,9 @@ def body(args: argparse.Namespace) -> int:
             raise PersonalizeError("--speed must be positive, and applies to --simulate only")
         classes = args.classes or list(m.class_names)
         collected = from_sensors(model, classes, args.windows, args.device, args.simulate, args.subject, args.speed,
-                                 args.data, prompt=None if args.yes else input, quiet=args.quiet)
+                                 args.data, prompt=None if args.yes else _ask, quiet=args.quiet)
+    if len(collected.class_names) < 2:
+        raise PersonalizeError(f"a classifier needs at least two classes; got {', '.join(collected.class_names) or 'none'}")
     counts = check_counts(collected.y, collected.class_names, need)
     same_classes = tuple(collected.class_names) == tuple(m.class_names)
     kind = args.head or (DEFAULT_HEAD if same_classes else "logreg")
@@ -105,6 +107,15 @@ def body(args: argparse.Namespace) -> int:
     print(f"personalised bundle {out} written (original {m.name} unchanged); run it: "
           f"python -m crossl_edge.run --bundle {out} ...")
     return 0
+
+
+def _ask(text: str) -> None:
+    from crossl_edge.personalize.heads import PersonalizeError
+
+    try:
+        input(text)
+    except EOFError:
+        raise PersonalizeError("no terminal to ask on (stdin is closed); pass --yes to collect without asking") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
