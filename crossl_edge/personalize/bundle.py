@@ -66,21 +66,21 @@ def _sha256(data: bytes) -> str:
 def parity(bundle_path: Path, collected: Collected, head: LinearHead, backends: list[str]) -> dict[str, Any]:
     """Per backend: the largest logit difference between the bundle run from disk and the head applied in memory
     to that backend's embeddings of the collected windows (raw windows where the source had them)."""
-    from crossl_edge.personalize.embed import embed_windows
     from crossl_edge.runtime.model import EdgeModel
 
     out = {}
     for b in backends:
         model = EdgeModel(bundle_path, b, threads=1)
-        if collected.windows is not None:
-            g, base = embed_windows(model, collected.windows, collected.present)
-            logits = np.stack([model.predict({n: collected.windows[n][i] for n in collected.present}).logits
-                               for i in range(len(g))])
+        if collected.windows is not None:  # one run of the programs per window gives all three
+            runs = [model.predict({n: collected.windows[n][i] for n in collected.present}) for i in range(len(collected.y))]
+            g, base = np.stack([o.embedding for o in runs]), np.stack([o.base_logits for o in runs])
+            logits = np.stack([o.logits for o in runs])
         else:  # embeddings only (a live collection): the head path from the aggregator's outputs on
             g, base = collected.g, collected.base_logits
             logits = np.stack([model.head(g[i], base[i]) for i in range(len(g))])
-        diff = float(np.abs(logits - head(g, base)).max())
-        agree = float((logits.argmax(1) == head(g, base).argmax(1)).mean())
+        fitted = head(g, base)
+        diff = float(np.abs(logits - fitted).max())
+        agree = float((logits.argmax(1) == fitted.argmax(1)).mean())
         out[b] = {"windows": len(g), "max_logit_diff": diff, "argmax_agreement": agree, "ok": diff <= PARITY_TOL}
     return out
 

@@ -22,7 +22,6 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from crossl_edge.data.types import DataError
 from crossl_edge.data.windowing import make_windows
 from crossl_edge.personalize.bundle import Collected
 from crossl_edge.personalize.embed import embed_windows
@@ -82,21 +81,27 @@ def from_recording(
     return Collected(g, base, np.asarray(y, dtype=np.int64), classes, present, windows)
 
 
-def _start_of(model: EdgeModel, key: str, cls: str, stretch_s: float, data_root: str | None) -> float:
-    """Seconds into a subject's recording where the first stretch of `stretch_s` labelled `cls` starts."""
+def _simulated_starts(model: EdgeModel, key: str, classes: Sequence[str], stretch_s: float,
+                      data_root: str | None) -> dict[str, float]:
+    """Per class, seconds into a subject's recording where its first stretch of `stretch_s` labelled so starts."""
     from crossl_edge.runtime.replay import load_recordings
 
     recs, names = load_recordings(model.manifest.raw["source"]["dataset"], key, data_root)
     r = recs[0]
-    if cls not in names or r.labels is None:
-        raise PersonalizeError(f"the simulated subject {key} has no class {cls!r} (it has {', '.join(names)})")
     need = int(np.ceil(stretch_s * r.label_rate))
-    run = 0
-    for i, lab in enumerate(r.labels == names.index(cls)):
-        run = run + 1 if lab else 0
-        if run >= need:
-            return (i + 1 - need) / r.label_rate
-    raise PersonalizeError(f"subject {key} has no {stretch_s:g} s stretch of {cls!r} to simulate {cls!r} from")
+    starts = {}
+    for cls in classes:
+        if cls not in names or r.labels is None:
+            raise PersonalizeError(f"the simulated subject {key} has no class {cls!r} (it has {', '.join(names)})")
+        run = 0
+        for i, lab in enumerate(r.labels == names.index(cls)):
+            run = run + 1 if lab else 0
+            if run >= need:
+                starts[cls] = (i + 1 - need) / r.label_rate
+                break
+        else:
+            raise PersonalizeError(f"subject {key} has no {stretch_s:g} s stretch of {cls!r} to simulate {cls!r} from")
+    return starts
 
 
 def from_sensors(
@@ -116,6 +121,9 @@ def from_sensors(
         raise PersonalizeError("name at least two classes to collect (--classes rest,stress)")
     m = model.manifest
     w = m.window_s
+    if simulate:
+        key = subject or m.raw["source"]["test_subjects"][0]
+        starts = _simulated_starts(model, key, classes, w * (per_class + 2), data_root)
     g, base, y, present_seen = [], [], [], set()
     for k, cls in enumerate(classes):
         clock = ScaledClock(speed) if simulate else time.monotonic
@@ -124,8 +132,7 @@ def from_sensors(
             if simulate:
                 from firmware_bridge.simulators.rig import bundle_rig
 
-                key = subject or m.raw["source"]["test_subjects"][0]
-                rig = bundle_rig(m, tmp, clock, data_root, key, _start_of(model, key, cls, w * (per_class + 2), data_root))
+                rig = bundle_rig(m, tmp, clock, data_root, key, starts[cls])
                 links = rig.connect(clock)
             else:
                 links = parse_devices(list(device_args or ()), clock)
@@ -166,7 +173,5 @@ def from_sensors(
             base.append(p.base_logits)
             present_seen.update(p.present)
             y.append(k)
-    if any(len(p) != len(base[0]) for p in base):
-        raise DataError("the bundle's logits changed length while collecting")
     return Collected(np.stack(g).astype(np.float32), np.stack(base).astype(np.float32), np.asarray(y, dtype=np.int64),
                      tuple(classes), tuple(n for n in model.names if n in present_seen))

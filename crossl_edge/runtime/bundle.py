@@ -210,9 +210,7 @@ class Bundle:
     def program_bytes(self, backend: str) -> bytes:
         """The backend's program file, read once and checked again: the runtime loads exactly these bytes,
         so a file swapped after `load_bundle` checked it is still refused."""
-        data = self.file(backend).read_bytes()
-        _check_digest(self.file(backend), self.manifest.backends[backend], data)
-        return data
+        return _check_file(self.path, self.manifest.backends[backend], backend)
 
     def head_bytes(self) -> bytes | None:
         """The personalised head file, checked again as it is read (None: the bundle uses its program's head)."""

@@ -38,6 +38,8 @@ from crossl_edge.training.supervised import FinetuneConfig, FitResult, train_cla
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT = "pretrain.ckpt.pt"  # resumable pretraining state inside a run folder
+
 
 @dataclass
 class DataChoice:
@@ -203,15 +205,22 @@ def run_pretraining(
         write_run_json(run_dir, prep, model_cfg, cfg)
     torch.manual_seed(cfg.seed)  # the same initial weights on every DDP rank
     net = CroSSLNet(prep.ws.specs, len(prep.ws.class_names), model_cfg).to(placement.device)
-    ckpt = run_dir / "pretrain.ckpt.pt"
-    result = pretrain(net, prep.tensors(prep.train, placement.device), cfg, placement, ckpt, progress)
+    result = pretrain(net, prep.tensors(prep.train, placement.device), cfg, placement, run_dir / CHECKPOINT, progress)
     if placement.is_main:
-        with open(run_dir / "pretrain_log.jsonl", "w") as f:
-            for row in result.history:
-                f.write(json.dumps(row) + "\n")
-        save_net(run_dir / "backbone.pt", net.cpu())
-        ckpt.unlink(missing_ok=True)
+        _write_pretrained(run_dir, net, result)
     return net, result
+
+
+def _write_pretrained(run_dir: Path, net: CroSSLNet, result: PretrainResult, run_json: dict | None = None) -> None:
+    """The loss log and backbone.pt of a finished pretraining (and run.json, given last: a folder with run.json
+    and no checkpoint is a finished run); the resumable checkpoint goes."""
+    with open(run_dir / "pretrain_log.jsonl", "w") as f:
+        for row in result.history:
+            f.write(json.dumps(row) + "\n")
+    save_net(run_dir / "backbone.pt", net.cpu())
+    if run_json is not None:
+        save_json(run_dir / "run.json", run_json)
+    (run_dir / CHECKPOINT).unlink(missing_ok=True)
 
 
 def label_budget(prep: Prepared, fraction: float | None, per_class: int | None, seed: int) -> np.ndarray:
@@ -330,14 +339,8 @@ def continue_on_recordings(
                       "recording_files": len(recs), "mixed_with_source_training_windows": mix}
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = run_dir / "pretrain.ckpt.pt"
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(placement.device) for k, v in x.items()}
-    result = pretrain(net, tensors, cfg, placement, ckpt, progress)
+    result = pretrain(net, tensors, cfg, placement, run_dir / CHECKPOINT, progress)
     if placement.is_main:
-        with open(run_dir / "pretrain_log.jsonl", "w") as f:
-            for row in result.history:
-                f.write(json.dumps(row) + "\n")
-        save_net(run_dir / "backbone.pt", net.cpu())
-        save_json(run_dir / "run.json", d)  # last: a folder with run.json is a finished run
-        ckpt.unlink(missing_ok=True)
+        _write_pretrained(run_dir, net, result, d)
     return net, result, len(ws)
