@@ -24,23 +24,26 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from crossl_edge.live import ScaledClock
 from crossl_edge.paths import EXPORT_ROOT
 from firmware_bridge.hub import Hub
-from firmware_bridge.simulators.rig import soak_rig
+from firmware_bridge.simulators.rig import Rig, soak_rig
 
 OUT = Path(__file__).resolve().parent / "results" / "bridge"
 
 
-def run(bundle: Path, seconds: float, speed: float, faults: bool, data_root, hop_s: float | None = None) -> dict:
+def run(bundle: Path, seconds: float, speed: float, faults: bool, data_root, hop_s: float | None = None,
+        make_rig: Callable[[str, ScaledClock], Rig] | None = None) -> dict:
+    """The rig (default: the soak rig) feeding the bundle through the hub for `seconds` of sensor time."""
     from crossl_edge.runtime import EdgeModel
     from crossl_edge.runtime.stream import StreamingClassifier
 
     model = EdgeModel(bundle, "auto", 1)
     clock = ScaledClock(speed)
     with tempfile.TemporaryDirectory(prefix="crossl-soak-") as tmp:
-        rig = soak_rig(tmp, clock, data_root, faults=faults)
+        rig = make_rig(tmp, clock) if make_rig else soak_rig(tmp, clock, data_root, faults=faults)
         if faults:
             bit = next(p for p in rig.ptys if p.path.name == "bitalino")
             for frac in (0.3, 0.7):
@@ -71,7 +74,7 @@ def run(bundle: Path, seconds: float, speed: float, faults: bool, data_root, hop
     return {
         "sensor_seconds": seconds, "speed": speed, "wall_s": round(wall, 1), "faults": faults, "died": died,
         "ledger": rig.ledger(), "devices": s["devices"], "predictions": s["predictions"],
-        "stream": s["stream"], "latency_ms": s.get("latency_ms"),
+        "stream": s["stream"], "latency_ms": s.get("latency_ms"), "latencies_ms": [x * 1e3 for x in hub.latencies_s],
         "unplugs": sum(p.unplugged_count for p in rig.ptys), "ble_drops": sum(p.drops for p in rig.peripherals),
         "injected_byte_faults": fault_counts, "backend": model.backend,
     }

@@ -62,6 +62,30 @@ def load_recordings(dataset: str, key: str, data_root: str | Path | None = None)
     return chosen, tuple(classes)
 
 
+
+def held_out_windows(manifest: Manifest, n: int, data_root: str | Path | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Up to `n` windows (every modality, raw units, [n, C, T] each, at the bundle's hop) of the held-out
+    subjects the manifest names, taken in turn from each subject so all of them are represented, and
+    their labels (-1 where unlabelled). Raises DataError when the data set or the subjects are not here."""
+    from crossl_edge.data.windowing import make_windows
+
+    source = manifest.raw.get("source", {})
+    dataset, subjects = source.get("dataset"), source.get("test_subjects") or []
+    if not dataset or not subjects:
+        raise DataError(f"bundle {manifest.name!r} names no data set or held-out subjects to take windows from")
+    per = max(1, -(-n // len(subjects)))
+    x: dict[str, list[np.ndarray]] = {s.name: [] for s in manifest.specs}
+    y: list[np.ndarray] = []
+    for subject in subjects:
+        recs, classes = load_recordings(dataset, subject, data_root)
+        ws = make_windows(recs, manifest.specs, manifest.window_s, manifest.hop_s, classes, skip_short=True)
+        pick = np.linspace(0, len(ws.y) - 1, min(per, len(ws.y))).astype(int) if len(ws.y) else []
+        for name in x:
+            x[name].append(ws.x[name][pick])
+        y.append(ws.y[pick])
+    out = {name: np.ascontiguousarray(np.concatenate(v)[:n], dtype=np.float32) for name, v in x.items()}
+    return out, np.concatenate(y)[:n]
+
 @dataclass
 class Chunk:
     t_end: float  # stream time this chunk reaches

@@ -1,21 +1,13 @@
 """Run a module as on the Pi, where torch is not installed: `python without_torch.py -m module args...`
-or `python without_torch.py script.py args...`. Any import of torch (or of a package that needs it) fails."""
+or `python without_torch.py script.py args...`. Any import of torch (or of a package that needs it) fails.
+For a command that starts Pythons of its own, put no_torch_site/ first on PYTHONPATH instead."""
 
-import importlib.abc
 import runpy
 import sys
+from pathlib import Path
 
-BLOCKED = ("torch", "torchao", "executorch", "litert_torch")
+runpy.run_path(str(Path(__file__).resolve().parent / "no_torch_site" / "sitecustomize.py"))  # installs the blocker
 
-
-class NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked: this process stands for a device without torch)")
-        return None
-
-
-sys.meta_path.insert(0, NoTorch())
 if sys.argv[1] == "-m":
     sys.argv = [sys.argv[2], *sys.argv[3:]]
     runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
