@@ -8,7 +8,7 @@ ifneq ($(wildcard ../shared/datasets),)
 export CROSSL_EDGE_DATA ?= $(abspath ../shared/datasets)
 endif
 
-.PHONY: demo test bundle bench bench-quick setup clean
+.PHONY: demo test bundle bench bench-quick pi-check setup clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ bench: setup
 
 bench-quick: setup
 	$(PY) -m benchmarks --quick
+
+# The Pi path without a Pi (root; builds an arm64 Debian root under qemu-user): deploy/pi/emulated_check.sh
+pi-check: setup
+	PYTHON=$(PY) deploy/pi/emulated_check.sh export/demo-int8
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

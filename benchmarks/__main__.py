@@ -219,7 +219,8 @@ def main(argv=None) -> int:
     r["seconds"] = time.perf_counter() - t0
     accuracy_root = Path(args.accuracy)
     if any(accuracy_root.glob("raw/*/*.json")):
-        r["accuracy_source"] = str(accuracy_root)
+        where = accuracy_root.resolve()
+        r["accuracy_source"] = str(where.relative_to(ROOT.parent) if where.is_relative_to(ROOT.parent) else where)
 
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
