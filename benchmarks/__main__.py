@@ -33,6 +33,7 @@ from benchmarks.suite.latency import PYTORCH, config_labels
 from benchmarks.suite.timing import spread
 from crossl_edge.paths import EXPORT_ROOT
 from crossl_edge.runtime import load_bundle
+from crossl_edge.runtime.backends import installed
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -180,7 +181,7 @@ def main(argv=None) -> int:
     name = args.name or machine.machine_name(m) + ("-quick" if args.quick else "")
     out = Path(args.out) if args.out else RESULTS / name
     t0 = time.perf_counter()
-    steps = 2 * repeats + 3
+    steps = 2 * repeats + 2
     step = 0
 
     def say(what: str) -> None:
@@ -202,8 +203,8 @@ def main(argv=None) -> int:
     latency["default"].pop("skip")
     say("floor, sizes and the runtime process")
     int8 = next((b for b in bundles if load_bundle(b).manifest.precision == "int8"), bundles[0])
-    light = next((be for be in ("litert", "tflite-runtime") if be in latency["1"]["configs"].get(
-        f"{'LiteRT' if be == 'litert' else be} {load_bundle(int8).manifest.precision}", {}).get("backend", "")), None)
+    has_tflite = "litert" in load_bundle(int8).manifest.backends
+    light = next((be for be in ("litert", "tflite-runtime") if has_tflite and installed(be)), None)
     r = {
         "name": name, "mode": mode, "command": "python -m benchmarks" + (" --quick" if args.quick else ""),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": m,

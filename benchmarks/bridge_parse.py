@@ -35,5 +35,6 @@ def main() -> int:
             print(f"BITalino {channels} channel(s), {chunk:>6} B chunks: {bitalino_frames_per_s(channels, chunk):>12,.0f} frames/s")
     return 0
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

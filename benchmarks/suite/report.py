@@ -112,10 +112,11 @@ def _targets(r: dict) -> list[str]:
             verdict = "**met**" if sp["median"] >= SPEEDUP_TARGET else "**not met**"
             out.append(f"- {label} >= {SPEEDUP_TARGET:g}x faster than PyTorch eager: {verdict}, {sp['median']:.1f}x "
                        f"(repeats {sp['min']:.1f}-{sp['max']:.1f}x).")
+    calls = r["modalities_key"].count("+") + 2  # an encoder per sensor and the aggregator
     for label, ratio in r["floor"].get("ratios", {}).items():
         verdict = "**met**" if ratio["per_window"] <= FLOOR_TARGET else "**not met**"
         out.append(f"- {label} within {FLOOR_TARGET:g}x of the MAC floor: {verdict}, {ratio['per_window']:.1f}x per window "
-                   f"({ratio['programs_only']:.1f}x for the programs alone; the rest is the Python around five calls).")
+                   f"({ratio['programs_only']:.1f}x for the programs alone; the rest is the Python around {calls} calls).")
     for label, s in r.get("skip_summary", {}).items():
         out.append(f"- Skip curve, {label}: a window costs {s['fixed_us']:.0f} us + {s['per_encoder_us']:.0f} us per encoder run "
                    f"(least squares over the subsets, R² {s['r2']:.2f}): linear in the encoders, plus a fixed part (the "
@@ -141,7 +142,9 @@ def _floor(r: dict) -> list[str]:
     for label, ratio in f.get("ratios", {}).items():
         out.append(f"| {label} | {ratio['per_window_us']:,.1f} | {ratio['per_window']:.1f}x | {ratio['programs_only_us']:,.1f} | "
                    f"{ratio['programs_only']:.1f}x |")
-    out += ["", "Why the gap: a window is five programs of 40-210k MACs each, too small to fill the SIMD pipes (per-op "
+    sizes = [v for v in f["programs"].values() if v]
+    out += ["", f"Why the gap: a window is {len(f['programs'])} programs of {min(sizes) / 1e3:,.0f}k-{max(sizes) / 1e3:,.0f}k "
+            "MACs each, too small to fill the SIMD pipes (per-op "
             "setup, padding and transposes between convolutions, memory traffic), and the per-window time also holds "
             "the Python around each call (normalisation, quantisation, checks, dequantisation, softmax). The floor "
             "assumes the reported clock; a core that boosts higher has a lower floor.", ""]

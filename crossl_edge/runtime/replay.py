@@ -62,11 +62,10 @@ def load_recordings(dataset: str, key: str, data_root: str | Path | None = None)
     return chosen, tuple(classes)
 
 
-
 def held_out_windows(manifest: Manifest, n: int, data_root: str | Path | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Up to `n` windows (every modality, raw units, [n, C, T] each, at the bundle's hop) of the held-out
-    subjects the manifest names, taken in turn from each subject so all of them are represented, and
-    their labels (-1 where unlabelled). Raises DataError when the data set or the subjects are not here."""
+    subjects the manifest names, spread evenly over each subject's recordings so every subject is represented,
+    and their labels (-1 where unlabelled). Raises DataError when the data set or the subjects are not here."""
     from crossl_edge.data.windowing import make_windows
 
     source = manifest.raw.get("source", {})
@@ -85,6 +84,7 @@ def held_out_windows(manifest: Manifest, n: int, data_root: str | Path | None = 
         y.append(ws.y[pick])
     out = {name: np.ascontiguousarray(np.concatenate(v)[:n], dtype=np.float32) for name, v in x.items()}
     return out, np.concatenate(y)[:n]
+
 
 @dataclass
 class Chunk:
