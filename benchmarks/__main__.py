@@ -32,7 +32,7 @@ from benchmarks.suite import bridge, floor, footprint, machine, plots, report
 from benchmarks.suite.latency import PYTORCH, config_labels
 from benchmarks.suite.timing import spread
 from crossl_edge.paths import EXPORT_ROOT
-from crossl_edge.runtime import load_bundle
+from crossl_edge.runtime import BundleError, load_bundle
 from crossl_edge.runtime.backends import installed
 
 ROOT = Path(__file__).resolve().parent
@@ -176,7 +176,11 @@ def main(argv=None) -> int:
               "`python -m crossl_edge.export`, or copy one here and pass --bundle PATH.", file=sys.stderr)
         return 2
     for b in bundles:
-        load_bundle(b)  # checks every file's sha256 now, not in a worker
+        try:
+            load_bundle(b)  # checks every file's sha256 now, not in a worker
+        except BundleError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     m = machine.describe()
     name = args.name or machine.machine_name(m) + ("-quick" if args.quick else "")
     out = Path(args.out) if args.out else RESULTS / name
@@ -206,7 +210,7 @@ def main(argv=None) -> int:
     has_tflite = "litert" in load_bundle(int8).manifest.backends
     light = next((be for be in ("litert", "tflite-runtime") if has_tflite and installed(be)), None)
     r = {
-        "name": name, "mode": mode, "command": "python -m benchmarks" + (" --quick" if args.quick else ""),
+        "name": name, "mode": mode, "command": " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)]),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": m,
         "bundles": [str(b) for b in bundles], "latency": latency, "skip": skip, "modalities_key": "+".join(names),
         "skip_summary": skip_summary(skip, names), "floor": floor_section(bundles, latency["1"], m),

@@ -134,6 +134,15 @@ def test_runs_without_torch_and_says_which_rows_it_skipped(int8_bundle, tmp_path
     assert json.loads((out / "results.json").read_text())["footprint"]["torch_imported"] is False
 
 
-def test_a_missing_bundle_is_a_clear_error(tmp_path, capsys):
+def test_a_missing_or_tampered_bundle_is_a_clear_error(fp32_bundle, tmp_path, capsys):
     assert bench.main(["--quick", "--bundle", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
     assert "no bundle at" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(fp32_bundle, bad)
+    data = bytearray((bad / "model.tflite").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bad / "model.tflite").write_bytes(bytes(data))
+    assert bench.main(["--quick", "--bundle", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "sha256" in capsys.readouterr().err and not (tmp_path / "r").exists()
