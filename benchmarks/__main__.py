@@ -32,7 +32,7 @@ from benchmarks.suite import bridge, floor, footprint, machine, plots, report
 from benchmarks.suite.latency import PYTORCH, config_labels
 from benchmarks.suite.timing import spread
 from crossl_edge.paths import EXPORT_ROOT
-from crossl_edge.runtime import BundleError, load_bundle
+from crossl_edge.runtime import Bundle, BundleError, load_bundle
 from crossl_edge.runtime.backends import installed
 
 ROOT = Path(__file__).resolve().parent
@@ -82,13 +82,12 @@ def combine(repeats: list[dict]) -> dict:
             "modalities": first["modalities"], "skip": skip}
 
 
-def floor_section(bundles: list[Path], lat_one: dict, m: dict) -> dict:
+def floor_section(bundles: list[Bundle], lat_one: dict, m: dict) -> dict:
     from crossl_edge.spec import modality_subsets
 
-    b = next((b for b in bundles if "litert" in load_bundle(b).manifest.backends), None)
-    if b is None:
+    bundle = next((b for b in bundles if "litert" in b.manifest.backends), None)
+    if bundle is None:
         return {"skipped": "no bundle with a .tflite program to count multiply-accumulates in"}
-    bundle = load_bundle(b)
     macs = floor.program_macs(bundle.program_bytes("litert"))
     names = bundle.manifest.modality_names
     subsets = floor.floor_table(macs, list(modality_subsets(names)), m)
@@ -122,14 +121,13 @@ def skip_summary(skip: dict, names: list[str]) -> dict:
     return out
 
 
-def sizes(bundles: list[Path]) -> list[dict]:
+def sizes(bundles: list[Bundle]) -> list[dict]:
     rows = []
-    for b in bundles:
-        bundle = load_bundle(b)
+    for bundle in bundles:
         results = bundle.manifest.raw.get("verification", {}).get("results", {})
         for backend, entry in bundle.manifest.backends.items():
             a = results.get(backend, {})
-            rows.append({"bundle": str(b), "precision": bundle.manifest.precision, "backend": backend, "bytes": entry.bytes,
+            rows.append({"bundle": str(bundle.path), "precision": bundle.manifest.precision, "backend": backend, "bytes": entry.bytes,
                          "macro_f1_fp32": a.get("macro_f1_fp32"), "macro_f1_backend": a.get("macro_f1_backend"),
                          "argmax_agreement": a.get("argmax_agreement")})
     return rows
@@ -175,12 +173,11 @@ def main(argv=None) -> int:
         print(f"error: no bundle at {', '.join(map(str, missing or DEFAULT_BUNDLES))}. Make them with `make bundle` and "
               "`python -m crossl_edge.export`, or copy one here and pass --bundle PATH.", file=sys.stderr)
         return 2
-    for b in bundles:
-        try:
-            load_bundle(b)  # checks every file's sha256 now, not in a worker
-        except BundleError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+    try:
+        checked = [load_bundle(b) for b in bundles]  # every file's sha256, once, here rather than in a worker
+    except BundleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     m = machine.describe()
     name = args.name or machine.machine_name(m) + ("-quick" if args.quick else "")
     out = Path(args.out) if args.out else RESULTS / name
@@ -206,21 +203,21 @@ def main(argv=None) -> int:
     skip = latency["1"].pop("skip")
     latency["default"].pop("skip")
     say("floor, sizes and the runtime process")
-    int8 = next((b for b in bundles if load_bundle(b).manifest.precision == "int8"), bundles[0])
-    has_tflite = "litert" in load_bundle(int8).manifest.backends
+    int8 = next((b for b in checked if b.manifest.precision == "int8"), checked[0])
+    has_tflite = "litert" in int8.manifest.backends
     light = next((be for be in ("litert", "tflite-runtime") if has_tflite and installed(be)), None)
     r = {
         "name": name, "mode": mode, "command": " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)]),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": m,
         "bundles": [str(b) for b in bundles], "latency": latency, "skip": skip, "modalities_key": "+".join(names),
-        "skip_summary": skip_summary(skip, names), "floor": floor_section(bundles, latency["1"], m),
-        "sizes": sizes(bundles),
-        "footprint": footprint.runtime_footprint(int8, light) if light else
+        "skip_summary": skip_summary(skip, names), "floor": floor_section(checked, latency["1"], m),
+        "sizes": sizes(checked),
+        "footprint": footprint.runtime_footprint(int8.path, light) if light else
         {"skipped": "no torch-free backend (ai-edge-litert or tflite-runtime) is installed"},
     }
     say("bridge: parsing and frame-to-prediction latency")
     r["bridge"] = {"parse": bridge.parse_throughput(parse_n),
-                   "latency": bridge.frame_to_prediction(int8, load_bundle(int8).manifest.window_s + bridge_s)}
+                   "latency": bridge.frame_to_prediction(int8, int8.manifest.window_s + bridge_s)}
     r["seconds"] = time.perf_counter() - t0
     accuracy_root = Path(args.accuracy)
     if any(accuracy_root.glob("raw/*/*.json")):

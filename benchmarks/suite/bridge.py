@@ -4,14 +4,13 @@ pty serial ports and bleak-backend stand-in a live run uses, a prediction every 
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from benchmarks.bridge_parse import bitalino_frames_per_s
 from benchmarks.bridge_soak import run as run_rig
 from crossl_edge.data.types import DataError
-from crossl_edge.runtime import load_bundle
+from crossl_edge.runtime import Bundle
 from firmware_bridge.simulators.rig import bundle_rig
 
 
@@ -20,11 +19,11 @@ def parse_throughput(n: int) -> list[dict]:
              "frames_per_s": bitalino_frames_per_s(c, chunk, n)} for c in (1, 6) for chunk in (4096, 65536)]
 
 
-def frame_to_prediction(bundle: Path, seconds: float, data_root=None) -> dict:
+def frame_to_prediction(bundle: Bundle, seconds: float, data_root=None) -> dict:
     """Latency from a frame's read to the prediction that uses it, and the sensors' ledgers."""
-    manifest = load_bundle(bundle).manifest
+    manifest = bundle.manifest
     try:
-        result = run_rig(bundle, seconds, 1.0, False, data_root, hop_s=1.0,
+        result = run_rig(bundle.path, seconds, 1.0, False, data_root, hop_s=1.0,
                          make_rig=lambda tmp, clock: bundle_rig(manifest, tmp, clock, data_root))
     except (DataError, ValueError, OSError) as e:  # no recording to replay here (e.g. on a board)
         return {"skipped": f"no simulated sensors: {e}"}

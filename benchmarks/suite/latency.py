@@ -128,10 +128,8 @@ def measure(bundles: list[Path], threads: int | None, runs: int, warmup: int, su
         if threads:
             torch.set_num_threads(threads)
         torch_threads = torch.get_num_threads()
-        tensors = []
-        for w in windows:
-            tensors.append({k: torch.from_numpy(((w[k] - norm_arrays(manifest, k)[0]) / norm_arrays(manifest, k)[1])[None])
-                            for k in names})
+        norm = {k: norm_arrays(manifest, k) for k in names}
+        tensors = [{k: torch.from_numpy(((w[k] - norm[k][0]) / norm[k][1])[None]) for k in names} for w in windows]
         no_grad = torch.no_grad()
         no_grad.__enter__()  # for the whole worker: it only ever runs inference
         timed[PYTORCH] = cycle(net, tensors)
