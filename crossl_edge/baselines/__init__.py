@@ -1,4 +1,8 @@
-"""Non-learned-representation baselines that learned results are compared against (numpy only)."""
+"""Non-learned-representation baselines that learned results are compared against (numpy only).
+
+The MiniRocket reference (`crossl_edge.baselines.minirocket`, the `minirocket` extra) is not re-exported here:
+import it by its module path, so that importing this package never loads it.
+"""
 
 from crossl_edge.baselines.stats_lr import (
     BASE_STATS,
