@@ -188,8 +188,7 @@ class MiniRocketBaseline:
             if len(x) == 0:
                 blocks.append(np.zeros((0, self.n_features[spec.name])))
                 continue
-            tr = self.transformers[spec.name]
-            tr.n_jobs = self.n_jobs
+            tr = self.transformers[spec.name]  # runs on the n_jobs threads given at fit
             blocks.append(np.asarray(tr.transform(pad_to_min_length(x)), dtype=np.float64))
         return np.concatenate(blocks, 1)
 
