@@ -19,7 +19,7 @@ def test_shapes_and_size(specs, n_classes):
     x = {s.name: torch.randn(5, s.channels, s.window) for s in specs}
     z = net.embed(x)
     assert z.shape == (5, len(specs), net.cfg.encoder.embed_dim)
-    assert net.global_embedding(x).shape == (5, net.cfg.aggregator.out_dim)
+    assert net.global_embedding(x).shape == (5, net.cfg.aggregator.out_dim + len(specs) * net.cfg.encoder.embed_dim)
     assert net(x).shape == (5, n_classes)
     for enc in net.encoders.values():
         assert count_parameters(enc) <= 30_000  # the size aim per encoder
@@ -60,4 +60,4 @@ def test_export_friendly_aggregator_path_equals_forward():
     z = torch.randn(16, len(STRESS), 64) * 3 + 1
     keep = (torch.rand(16, len(STRESS)) > 0.4).float()
     with torch.no_grad():
-        torch.testing.assert_close(net.aggregator.forward_presence(z, keep), net.aggregator(z, keep), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(net.aggregator.forward_presence(z, keep), net.aggregator.features(z, keep), atol=1e-5, rtol=1e-5)

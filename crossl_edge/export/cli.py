@@ -158,7 +158,7 @@ def body(args: argparse.Namespace) -> int:
         "window_s": info.specs[0].window_seconds,
         "hop_s": run_hop_s(info, args.data),
         "embed_dim": info.model_cfg.encoder.embed_dim,
-        "global_dim": info.model_cfg.aggregator.out_dim,
+        "global_dim": net.aggregator.feature_dim,
         "precision": precision,
         "quantization": None if not args.int8 else {
             "method": "PT2E post-training static quantisation",

@@ -77,7 +77,7 @@ def check_backend(
     keep = presence_patterns(len(names), m, np.random.default_rng(seed), all_present=0.2)
     with torch.no_grad():
         zt = torch.from_numpy(np.stack([ref_z[name][:m] for name in names], axis=1)) * torch.from_numpy(keep)[:, :, None]
-        agg_ref = net.head(net.aggregator(zt, torch.from_numpy(keep))).numpy()
+        agg_ref = net.head(net.aggregator.features(zt, torch.from_numpy(keep))).numpy()
     agg = np.stack([
         model.aggregate({name: zt[i, j].numpy() for j, name in enumerate(names) if keep[i, j]}).logits for i in range(m)
     ])

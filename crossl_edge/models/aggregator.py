@@ -13,6 +13,11 @@ class AggregatorConfig:
     hidden: int = 128  # width of the fusion MLP
     out_dim: int = 64  # G, the global embedding handed to heads (and to on-device personalisation)
     dropout: float = 0.1
+    # The features handed to heads are the fused embedding *and* the per-modality normalised embeddings (absent
+    # ones as their mask token): a linear head on the fused 64 numbers alone scored lower on validation on both
+    # data sets (LIS 5/class 0.909 vs 0.947, Stress-Predict 10% 0.577 vs 0.596, split 0), since the fusion MLP,
+    # trained only by VICReg, compresses away what the labels need.
+    skip: bool = True
 
 
 class PresenceAggregator(nn.Module):
@@ -39,18 +44,33 @@ class PresenceAggregator(nn.Module):
             nn.Linear(cfg.hidden, cfg.out_dim),
         )
         self.out_dim = cfg.out_dim
+        self.skip = cfg.skip
+        #: size of `features`: what heads (and on-device personalisation) see
+        self.feature_dim = cfg.out_dim + (n_modalities * embed_dim if cfg.skip else 0)
 
-    def forward(self, z: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def _blend(self, z: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, m, d = z.shape
         assert (m, d) == (self.n_modalities, self.embed_dim), f"expected [B, {self.n_modalities}, {self.embed_dim}], got {tuple(z.shape)}"
         keep = keep.to(z.dtype)
         keep3 = keep if keep.dim() == 3 else keep.unsqueeze(-1)  # [B, M, D] or [B, M, 1]
         fraction = keep3.mean(-1)  # [B, M]: 1 = present, 0 = absent
         h = self.norm(z) * keep3 + self.mask_token * (1.0 - keep3)  # [B, M, D]
-        return self.mlp(torch.cat([h.reshape(b, m * d), fraction], dim=1))  # [B, G]
+        return h.reshape(b, m * d), fraction
+
+    def forward(self, z: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """The fused global embedding [B, G] (what CroSSL's VICReg acts on)."""
+        h, fraction = self._blend(z, keep)
+        return self.mlp(torch.cat([h, fraction], dim=1))  # [B, G]
+
+    def features(self, z: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """What heads see: the fused embedding, then (with `skip`) the blended per-modality embeddings
+        [B, G + M*D]."""
+        h, fraction = self._blend(z, keep)
+        g = self.mlp(torch.cat([h, fraction], dim=1))
+        return torch.cat([g, h], dim=1) if self.skip else g
 
     def forward_presence(self, z: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
-        """`forward` for whole-modality presence [B, M] (the runtime's case), in ops the edge runtimes delegate.
+        """`features` for whole-modality presence [B, M] (the runtime's case), in ops the edge runtimes delegate.
 
         ExecuTorch's XNNPACK delegate has no layer norm and lowers only 4-D means, so the normalisation is
         spelled out over [B, M, 1, D] (DESIGN.md, toolchain facts). Same function as `forward`; the export
@@ -61,6 +81,7 @@ class PresenceAggregator(nn.Module):
         var = (centred * centred).mean((2, 3), keepdim=True)
         normed = (centred / torch.sqrt(var + self.norm.eps)).reshape(b, m, d) * self.norm.weight + self.norm.bias
         keep3 = presence.reshape(b, m, 1)
-        h = normed * keep3 + self.mask_token * (1.0 - keep3)
-        return self.mlp(torch.cat([h.reshape(b, m * d), presence], dim=1))
+        h = (normed * keep3 + self.mask_token * (1.0 - keep3)).reshape(b, m * d)
+        g = self.mlp(torch.cat([h, presence], dim=1))
+        return torch.cat([g, h], dim=1) if self.skip else g
 

@@ -38,7 +38,7 @@ class CroSSLNet(nn.Module):
         self.names = tuple(s.name for s in self.specs)
         self.encoders = nn.ModuleDict({s.name: ModalityEncoder(s, self.cfg.encoder) for s in self.specs})
         self.aggregator = PresenceAggregator(len(self.specs), self.cfg.encoder.embed_dim, self.cfg.aggregator)
-        self.head = nn.Linear(self.cfg.aggregator.out_dim, n_classes)
+        self.head = nn.Linear(self.aggregator.feature_dim, n_classes)
         self.n_classes = n_classes
 
     def embed(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -49,7 +49,7 @@ class CroSSLNet(nn.Module):
         z = self.embed(x)  # [B, M, D]
         if keep is None:
             keep = torch.ones(z.shape[:2], device=z.device)
-        return self.aggregator(z, keep)  # [B, G]
+        return self.aggregator.features(z, keep)  # [B, feature_dim]
 
     def forward(self, x: dict[str, torch.Tensor], presence: torch.Tensor | None = None) -> torch.Tensor:
         """Class logits [B, K]; `presence` [B, M] marks the modalities that are there (default: all)."""

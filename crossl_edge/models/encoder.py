@@ -1,4 +1,4 @@
-"""Per-modality encoder: a small depthwise-separable Conv1d stack, [B, C, T] -> [B, D]."""
+"""Per-modality encoder: a small depthwise-separable Conv1d stack with a statistics path, [B, C, T] -> [B, D]."""
 
 from __future__ import annotations
 
@@ -6,8 +6,18 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from crossl_edge.spec import ModalitySpec
+
+#: The band (Hz) of each kind of signal that carries what wearables classify: the energy of body motion sits
+#: mostly below 8 Hz (gait harmonics reach further, at little power), a pulse wave's shape below about 8 Hz,
+#: skin conductance and temperature below 1 Hz. An ECG's QRS reaches 40 Hz. EMG is listed for its *envelope* (muscle activation), which the front end extracts: the raw
+#: carrier (20-100+ Hz at 200 Hz or more) is not kept. Unknown kinds keep everything (stride 1).
+BANDWIDTH_HZ = {"imu": 8.0, "acc": 8.0, "gyro": 8.0, "orientation": 2.0, "bvp": 8.0, "eda": 1.0,
+                "temp": 0.5, "ecg": 40.0, "emg": 10.0}
+#: The EMG front end averages the rectified signal down to about this rate: 5x the envelope's band.
+EMG_ENVELOPE_RATE_HZ = 50.0
 
 
 @dataclass
@@ -17,6 +27,33 @@ class EncoderConfig:
     embed_dim: int = 64  # D, the size of one modality's embedding
     min_length: int = 8  # stop striding once the sequence is this short (EDA at 4 Hz has only 40 samples)
     dropout: float = 0.1
+    max_stem_stride: int = 4  # caps the stem's stride whatever the rate (keeps the kernel small)
+    stats_path: bool = True  # per-channel mean and standard deviation of the input, projected beside the convs
+
+
+def envelope_factor(spec: ModalitySpec) -> int:
+    """Samples averaged into one envelope sample by the EMG front end (1: no front end)."""
+    if spec.kind != "emg":
+        return 1
+    k = int(spec.sample_rate // EMG_ENVELOPE_RATE_HZ)
+    while k > 1 and spec.window % k:  # the envelope must tile the window exactly
+        k -= 1
+    return max(k, 1)
+
+
+def stem_stride(rate_hz: float, kind: str, length: int, cfg: EncoderConfig) -> int:
+    """The largest power-of-two stride that keeps the rate at or above twice the signal's band (Nyquist),
+    capped by cfg.max_stem_stride and by the sequence length (the blocks still need min_length samples)."""
+    band = BANDWIDTH_HZ.get(kind)
+    stride = 1
+    while (
+        band is not None
+        and stride * 2 <= cfg.max_stem_stride
+        and rate_hz / (stride * 2) >= 2 * band
+        and length // (stride * 2) >= cfg.min_length
+    ):
+        stride *= 2
+    return stride
 
 
 class SeparableBlock(nn.Module):
@@ -35,43 +72,79 @@ class SeparableBlock(nn.Module):
         return self.act(self.bn2(self.pointwise(x)))
 
 
+class EnvelopeFrontEnd(nn.Module):
+    """EMG envelope: rectify, then average every `factor` samples: [B, C, T] -> [B, C, T / factor].
+
+    Surface EMG is a zero-mean carrier whose information is its amplitude envelope (the per-window log-RMS
+    separates LIS letters with a Fisher ratio of 2.7-10 per channel, the raw mean 0.02-0.09). A strided conv
+    on the raw carrier aliases it away. The average is a depthwise conv with fixed weights (a buffer, not a
+    parameter), so every edge backend lowers it like any other conv."""
+
+    def __init__(self, channels: int, factor: int) -> None:
+        super().__init__()
+        self.factor = factor
+        self.channels = channels
+        self.register_buffer("weight", torch.full((channels, 1, factor), 1.0 / factor), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv1d(x.abs(), self.weight, stride=self.factor, groups=self.channels)
+
+
+def channel_stats(x: torch.Tensor) -> torch.Tensor:
+    """Mean and standard deviation over time per channel: [B, C, T] -> [B, 2C], as 4-D means (the only mean
+    ExecuTorch's XNNPACK delegate lowers)."""
+    b, c, t = x.shape
+    x4 = x.reshape(b, c, 1, t)
+    mean = x4.mean((2, 3), keepdim=True)  # [B, C, 1, 1]
+    centred = x4 - mean
+    std = torch.sqrt((centred * centred).mean((2, 3), keepdim=True) + 1e-6)
+    return torch.cat([mean.reshape(b, c), std.reshape(b, c)], dim=1)
+
+
 class ModalityEncoder(nn.Module):
     """Encodes one modality's window [B, C, T] into an embedding [B, D].
 
-    EMG gets its rectified signal as extra channels: raw surface EMG is a zero-mean carrier whose
-    information is in its envelope, which a small conv net struggles to learn on its own
-    (see the LIS EMG-IMU SOURCE.md).
+    - EMG goes through the envelope front end first (see EnvelopeFrontEnd).
+    - The stem's stride follows the signal's rate and band (BANDWIDTH_HZ), not its window length.
+    - The statistics path projects each channel's mean and standard deviation over the window and adds them
+      to the conv features' projection: level and spread are what window statistics + logistic regression
+      classify with, and a small conv stack pooled by a mean does not reliably recover the spread.
     """
 
     def __init__(self, spec: ModalitySpec, cfg: EncoderConfig) -> None:
         super().__init__()
         self.spec = spec
-        self.rectify = spec.kind == "emg"
-        c_in = spec.channels * (2 if self.rectify else 1)
-        # A long input (ACC at 32 Hz, BVP at 64 Hz: 320-640 samples) is strided in the stem: most of the
-        # encoder's cost is at full rate, and these signals carry little above a few Hz.
-        stem_stride = 4 if spec.window >= 32 * cfg.min_length else 2 if spec.window >= 8 * cfg.min_length else 1
-        stem_kernel = max(cfg.kernel, 2 * stem_stride + 1) | 1  # odd, and wide enough to see every skipped sample
+        factor = envelope_factor(spec)
+        self.front = EnvelopeFrontEnd(spec.channels, factor) if factor > 1 else None
+        length = spec.window // factor
+        stride = stem_stride(spec.sample_rate / factor, spec.kind, length, cfg)
+        stem_kernel = max(cfg.kernel, 2 * stride + 1) | 1  # odd, and wide enough to see every skipped sample
         self.stem = nn.Sequential(
-            nn.Conv1d(c_in, cfg.widths[0], stem_kernel, stride=stem_stride, padding=stem_kernel // 2, bias=False),
+            nn.Conv1d(spec.channels, cfg.widths[0], stem_kernel, stride=stride, padding=stem_kernel // 2, bias=False),
             nn.BatchNorm1d(cfg.widths[0]),
             nn.ReLU(),
         )
         blocks = []
-        length = (spec.window + stem_stride - 1) // stem_stride
+        length = (length + stride - 1) // stride
         for c_in_b, c_out_b in zip(cfg.widths[:-1], cfg.widths[1:]):
-            stride = 2 if length >= 2 * cfg.min_length else 1
-            blocks.append(SeparableBlock(c_in_b, c_out_b, cfg.kernel, stride))
-            length = (length + stride - 1) // stride
+            s = 2 if length >= 2 * cfg.min_length else 1
+            blocks.append(SeparableBlock(c_in_b, c_out_b, cfg.kernel, s))
+            length = (length + s - 1) // s
         self.blocks = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(cfg.dropout)
         self.proj = nn.Linear(cfg.widths[-1], cfg.embed_dim)
+        # BatchNorm on the statistics: their scales differ by channel and kind (a mean near 0, an EMG envelope
+        # near 1); folded into the linear layer at export.
+        self.stats = nn.Sequential(nn.BatchNorm1d(2 * spec.channels), nn.Linear(2 * spec.channels, cfg.embed_dim)) if cfg.stats_path else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.rectify:
-            x = torch.cat([x, x.abs()], dim=1)  # [B, 2C, T]
+        if self.front is not None:
+            x = self.front(x)  # [B, C, T / factor]
         y = self.blocks(self.stem(x))  # [B, W, T']
         b, c, t = y.shape
         # Pool over time as a 4-D mean: ExecuTorch's XNNPACK delegate lowers only this form (DESIGN.md).
         pooled = y.reshape(b, c, 1, t).mean((2, 3), keepdim=True).reshape(b, c)  # [B, W]
-        return self.proj(self.dropout(pooled))  # [B, D]
+        out = self.proj(self.dropout(pooled))  # [B, D]
+        if self.stats is not None:
+            out = out + self.stats(channel_stats(x))
+        return out
