@@ -35,3 +35,24 @@ def batch_indices(
 def take(x: dict[str, torch.Tensor], idx: np.ndarray) -> dict[str, torch.Tensor]:
     i = torch.as_tensor(idx, device=next(iter(x.values())).device)
     return {k: v.index_select(0, i) for k, v in x.items()}
+
+
+def fixed_size_batches(n: int, batch_size: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Endless batches of exactly min(batch_size, n) distinct indices, cut from a stream of permutations.
+
+    Few-label training has no use for epochs: with 130 labels, batches of 64 per epoch end in one of 2 windows,
+    so every third optimiser step and BatchNorm update would come from 2 windows. Cutting across permutation
+    boundaries keeps every batch full and every window seen equally often."""
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"need n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+    size = min(batch_size, n)
+    rng = np.random.default_rng(seed)
+    pending = np.empty(0, dtype=np.int64)
+    while True:
+        while len(pending) < size:
+            fresh = rng.permutation(n)
+            if len(pending):  # no window twice in one batch across the seam
+                fresh = np.concatenate([fresh[~np.isin(fresh, pending)], fresh[np.isin(fresh, pending)]])
+            pending = np.concatenate([pending, fresh])
+        yield pending[:size]
+        pending = pending[size:]
