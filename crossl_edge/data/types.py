@@ -98,6 +98,17 @@ class WindowSet:
     def names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.specs)
 
+    def recording_ids(self) -> np.ndarray:
+        """An id per window for the recording it was cut from. Loaders cut recordings one after another, each
+        window starting later than the previous one, so a recording starts where the subject or group changes
+        or the start time does not increase."""
+        n = len(self)
+        new = np.ones(n, dtype=bool)
+        if n > 1:
+            new[1:] = ((self.subject[1:] != self.subject[:-1]) | (self.group[1:] != self.group[:-1])
+                       | (self.t_start[1:] <= self.t_start[:-1]))
+        return np.cumsum(new) - 1
+
     def subset(self, index: np.ndarray) -> "WindowSet":
         """The windows at `index` (integer indices or a boolean mask)."""
         index = np.asarray(index)

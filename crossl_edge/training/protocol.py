@@ -3,7 +3,11 @@
 - "subjects": subject-wise; split k of n (seeded) rotates the test subjects so n splits cover everyone
   once when test_fraction = 1/n; validation subjects are drawn from the rest. No subject is in two parts.
 - "group:<name>": leave one group out (for LIS EMG-IMU, the recording day "2020-07-09", the only day
-  with every letter); validation is a stratified part of the other groups.
+  with every letter); validation is time-separated: the *last* windows of each class in each remaining
+  group (data order is recording order, which the loaders keep in time order), so validation sits at the
+  end of each block like a later session, not among random neighbours of training windows. Training
+  windows of the same subject and group that overlap a validation window in time are dropped. What it
+  cannot see: a new day's change of armband placement or skin contact; it only sees drift within a day.
 - "kfold:<k>": stratified k-fold over windows (fold = split index), validation a stratified part of the
   training folds. Only meaningful within one session: on LIS it leaks session and time (SOURCE.md).
 """
@@ -38,6 +42,36 @@ def _stratified_holdout(idx: np.ndarray, y: np.ndarray, fraction: float, seed: i
     return np.setdiff1d(idx, held_idx), held_idx
 
 
+def _time_separated_holdout(idx: np.ndarray, ws: WindowSet, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split `idx` into (rest, held): per group and class, the last `fraction` of its windows (at least one,
+    and never a class's only window of that group) in data order, i.e. time order."""
+    held = []
+    for g in np.unique(ws.group[idx]):
+        in_group = idx[ws.group[idx] == g]
+        for c in np.unique(ws.y[in_group]):
+            members = np.sort(in_group[ws.y[in_group] == c])
+            k = max(1, int(round(fraction * len(members)))) if len(members) > 1 else 0
+            if k:
+                held.append(members[-k:])
+    held_idx = np.sort(np.concatenate(held)) if held else np.array([], dtype=np.int64)
+    return np.setdiff1d(idx, held_idx), held_idx
+
+
+def _drop_overlapping(train: np.ndarray, val: np.ndarray, ws: WindowSet) -> np.ndarray:
+    """`train` without the windows that share samples with a validation window of the same recording."""
+    if len(val) == 0 or len(train) == 0:
+        return train
+    rec = ws.recording_ids()
+    length = ws.specs[0].window_seconds
+    keep = np.ones(len(train), dtype=bool)
+    for r in np.intersect1d(rec[val], rec[train]):
+        starts = ws.t_start[val[rec[val] == r]]
+        cand = np.flatnonzero(rec[train] == r)
+        gap = np.abs(ws.t_start[train[cand]][:, None] - starts[None, :]).min(1)
+        keep[cand[gap < length - 1e-9]] = False
+    return train[keep]
+
+
 def split_windows(
     ws: WindowSet,
     protocol: str = "subjects",
@@ -65,9 +99,11 @@ def split_windows(
         group = protocol.split(":", 1)[1]
         rest, te = leave_group_out(ws.group, group)
         labelled = rest[ws.y[rest] >= 0]
-        tr, va = _stratified_holdout(labelled, ws.y, val_fraction, seed + split)
+        tr, va = _time_separated_holdout(labelled, ws, val_fraction)
         tr = np.union1d(tr, rest[ws.y[rest] < 0])  # unlabelled windows still serve pretraining
-        return SplitIndices(tr, va, te, {"protocol": protocol, "split": split, "test_group": group})
+        tr = _drop_overlapping(tr, va, ws)
+        return SplitIndices(tr, va, te, {"protocol": protocol, "split": split, "test_group": group,
+                                         "validation": "time-separated: the last windows of each class per group"})
     if protocol.startswith("kfold:"):
         try:
             k = int(protocol.split(":", 1)[1])
@@ -79,5 +115,6 @@ def split_windows(
         folds = stratified_kfold(ws.y[labelled], k, seed)
         tr_local, te_local = folds[split]
         tr, va = _stratified_holdout(labelled[tr_local], ws.y, val_fraction, seed + split)
-        return SplitIndices(tr, va, labelled[te_local], {"protocol": protocol, "split": split, "fold": split})
+        return SplitIndices(tr, va, labelled[te_local], {"protocol": protocol, "split": split, "fold": split,
+                                                         "caveat": "within-session: leaks session and time"})
     raise DataError(f"unknown protocol {protocol!r}; valid: subjects, group:<name>, kfold:<k>")
