@@ -120,3 +120,78 @@ class NormStats:
         except (AttributeError, TypeError, ValueError) as e:
             raise DataError(f"normalisation statistics are malformed: {e}") from e
         return cls(mean=mean, std=std)
+
+
+#: Under session normalisation a channel's running std is floored at this fraction of its training std, so the
+#: first seconds of a session (a near-flat temperature window) do not blow up to huge z-scores.
+SESSION_STD_FLOOR = 0.1
+
+
+class RunningChannelStats:
+    """Per-channel mean and std of everything a session has streamed so far, each sample counted once.
+
+    The same object serves training data (`session_normalize`) and the torch-free runtime, so training and the
+    device standardise alike. Sums are float64 and shifted by the first sample for a stable variance."""
+
+    def __init__(self, channels: int) -> None:
+        self.count = 0
+        self.shift = np.zeros(channels)
+        self.s1 = np.zeros(channels)
+        self.s2 = np.zeros(channels)
+
+    def update(self, samples: np.ndarray) -> None:
+        """Add samples [n, C]."""
+        if len(samples) == 0:
+            return
+        if self.count == 0:
+            self.shift = samples[0].astype(np.float64)
+        d = samples.astype(np.float64) - self.shift
+        self.s1 += d.sum(0)
+        self.s2 += np.square(d).sum(0)
+        self.count += len(samples)
+
+    def mean_std(self, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mean [C], std [C]) with std >= floor; before any sample, (0, floor)."""
+        if self.count == 0:
+            return np.zeros_like(self.s1), np.asarray(floor, dtype=np.float64)
+        m = self.s1 / self.count
+        var = np.maximum(self.s2 / self.count - m * m, 0.0)
+        return self.shift + m, np.maximum(np.sqrt(var), floor)
+
+
+def session_std_floor(norm: NormStats, name: str) -> np.ndarray:
+    return np.maximum(SESSION_STD_FLOOR * np.asarray(norm.std[name], dtype=np.float64), STD_FLOOR)
+
+
+def session_normalize(windowset: WindowSet, sessions: np.ndarray, norm: NormStats) -> WindowSet:
+    """Per-user adaptation without labels: every window standardised per channel with the running statistics of
+    its own session (a user, a recording day) over all samples up to the window's end, as the runtime does live
+    (`StreamingClassifier(adapt=True)`). Windows are taken in data order, which loaders keep in time order; a
+    window overlapping its predecessor in the same recording adds only its new samples. `norm` (training
+    statistics) only sets the std floor (SESSION_STD_FLOOR)."""
+    norm.check(windowset)
+    sessions = np.asarray(sessions)
+    if len(sessions) != len(windowset):
+        raise DataError(f"{len(sessions)} session ids for {len(windowset)} windows")
+    x = {s.name: np.empty_like(windowset.x[s.name], dtype=np.float32) for s in windowset.specs}
+    t = windowset.t_start
+    rec = windowset.recording_ids()
+    for session in np.unique(sessions):
+        idx = np.flatnonzero(sessions == session)
+        for s in windowset.specs:
+            stats = RunningChannelStats(s.channels)
+            floor = session_std_floor(norm, s.name)
+            seconds = s.window / s.sample_rate
+            prev = None  # (recording, end time) of the previous window of the session
+            for i in idx:
+                w = windowset.x[s.name][i]  # [C, T]
+                end = t[i] + seconds
+                new = s.window
+                if prev is not None and prev[0] == rec[i] and t[i] < prev[1]:  # overlaps the previous window
+                    new = min(s.window, max(0, int(round((end - prev[1]) * s.sample_rate))))
+                stats.update(w[:, s.window - new:].T)
+                prev = (rec[i], end)
+                mean, std = stats.mean_std(floor)
+                x[s.name][i] = (w - mean[:, None]) / std[:, None]
+    return WindowSet(specs=windowset.specs, x=x, y=windowset.y, subject=windowset.subject, group=windowset.group,
+                     t_start=windowset.t_start, class_names=windowset.class_names)

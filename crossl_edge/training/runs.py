@@ -25,6 +25,7 @@ import torch
 
 from crossl_edge.baselines import fit_stats_baseline, stats_baseline_scores
 from crossl_edge.data import NormStats, WindowSet, load_windows, sample_labels
+from crossl_edge.data.normalize import session_normalize
 from crossl_edge.data.types import DataError
 from crossl_edge.models.crossl import CroSSLNet, ModelConfig
 from crossl_edge.spec import ModalitySpec
@@ -39,6 +40,7 @@ from crossl_edge.training.supervised import FinetuneConfig, FitResult, train_cla
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "pretrain.ckpt.pt"  # resumable pretraining state inside a run folder
+NORMALIZATIONS = ("global", "session")
 
 
 @dataclass
@@ -53,6 +55,13 @@ class DataChoice:
     split: int = 0
     n_splits: int = 5
     split_seed: int = 0
+    # "global": the training windows' statistics for everyone; "session": each user's (or day's) own running
+    # statistics, learnt without labels from their stream (crossl_edge.data.normalize.session_normalize)
+    normalization: str = "global"
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise DataError(f"unknown normalisation {self.normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -94,7 +103,13 @@ def prepare(
             # without labelled validation windows model selection has nothing to go on; without test ones, no score
             raise DataError(f"the {name} part of split {choice.split} of {choice.protocol!r} has no labelled windows")
     norm = norm if norm is not None else NormStats.fit(raw, parts.train)
-    return Prepared(choice, norm.apply(raw), norm, parts.train, parts.val, parts.test, parts.description)
+    ws = norm.apply(raw) if choice.normalization == "global" else session_normalize(raw, sessions(raw), norm)
+    return Prepared(choice, ws, norm, parts.train, parts.val, parts.test, parts.description)
+
+
+def sessions(ws: WindowSet) -> np.ndarray:
+    """The unit of session normalisation: one subject on one day (group)."""
+    return np.char.add(np.char.add(ws.subject.astype(str), "|"), ws.group.astype(str))
 
 
 def write_run_json(run_dir: Path, prep: Prepared, model_cfg: ModelConfig, pretrain_cfg: PretrainConfig | None) -> None:
