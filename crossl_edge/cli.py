@@ -54,6 +54,12 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
         "--n-splits", type=int, default=5, help="splits of the subject-wise protocol; each holds out 1/n of the subjects (default: %(default)s)"
     )
     g.add_argument("--split-seed", type=int, default=0, help="seed of the subject shuffle (default: %(default)s)")
+    g.add_argument(
+        "--normalization", default="global", choices=["global", "session"],
+        help="global: standardise with the training windows' statistics; session: per-user adaptation without "
+        "labels, each user's (and day's) own running statistics, as the runtime then learns them live from the "
+        "wearer's stream (default: %(default)s)",
+    )
 
 
 def data_choice(args: argparse.Namespace):
@@ -68,6 +74,7 @@ def data_choice(args: argparse.Namespace):
         split=args.split,
         n_splits=args.n_splits,
         split_seed=args.split_seed,
+        normalization=args.normalization,
     )
 
 

@@ -92,6 +92,7 @@ def body(args: argparse.Namespace) -> int:
     from crossl_edge.export.programs import build_programs
     from crossl_edge.export.verify import INT8_AGREEMENT, INT8_F1_DROP, FP32_LOGIT_TOL, check_backend, torch_reference
     from crossl_edge.runtime.bundle import AGGREGATE, BACKEND_FILES, FORMAT, MANIFEST, BackendEntry, load_bundle, sha256_file
+    from crossl_edge.data.normalize import SESSION_STD_FLOOR
     from crossl_edge.runtime.model import EdgeModel
     from crossl_edge.training.checkpoint import CheckpointError
     from crossl_edge.training.runs import load_net, load_raw, prepare_for_run, read_run
@@ -155,6 +156,7 @@ def body(args: argparse.Namespace) -> int:
         "modalities": [s.to_dict() for s in info.specs],
         "class_names": list(info.class_names),
         "normalization": info.norm.to_dict(),
+        "session_normalization": {"std_floor_fraction": SESSION_STD_FLOOR} if info.choice.normalization == "session" else None,
         "window_s": info.specs[0].window_seconds,
         "hop_s": run_hop_s(info, args.data),
         "embed_dim": info.model_cfg.encoder.embed_dim,
@@ -181,10 +183,15 @@ def body(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(staging)
     ref_z, ref_logits = torch_reference(net, {s.name: prep.ws.x[s.name][test] for s in info.specs})
-    raw_test = {s.name: raw.x[s.name][test] for s in info.specs}
+    session = info.choice.normalization == "session"
+    # a session-normalised model is checked on the windows as its sessions standardise them (the runtime's
+    # running statistics), handed to the programs as they are
+    raw_test = {s.name: (prep.ws if session else raw).x[s.name][test] for s in info.specs}
     checks = []
     for backend in args.backends:
         model = EdgeModel(bundle, backend, threads=1)
+        for s in info.specs if session else ():
+            model.set_normalization(s.name, np.zeros(s.channels, np.float32), np.ones(s.channels, np.float32))
         checks.append(check_backend(model, net, raw_test, raw.y[test], ref_z, ref_logits, args.int8, args.seed))
         print(checks[-1].line())
     manifest["verification"] = {

@@ -123,6 +123,15 @@ class FileEntry:
         return cls(str(d["file"]), str(d["sha256"]), int(d["bytes"]))
 
 
+def _session_floor(d: Any) -> float | None:
+    if d is None:
+        return None
+    floor = float(d["std_floor_fraction"])
+    if not 0 < floor <= 1:
+        raise BundleError(f"session_normalization.std_floor_fraction must be in (0, 1], got {floor}")
+    return floor
+
+
 @dataclass(frozen=True)
 class Manifest:
     """Everything the runtime needs besides the program files (see export/README.md for every field)."""
@@ -140,6 +149,10 @@ class Manifest:
     backends: dict[str, BackendEntry]
     head: FileEntry | None  # a personalised head (format /2): its file replaces the program's logits
     raw: dict[str, Any]  # the whole JSON, for fields only tools read (quantisation, verification, versions)
+    # Per-user adaptation: None = standardise with the training statistics above; a fraction = the model was
+    # trained on session-normalised windows, so the runtime standardises with the running statistics of the
+    # session it streams, the std floored at this fraction of the training std
+    session_std_floor: float | None = None  # the whole JSON, for fields only tools read (quantisation, verification, versions)
 
     @property
     def modality_names(self) -> tuple[str, ...]:
@@ -163,6 +176,7 @@ class Manifest:
                 window_s=float(d["window_s"]), hop_s=float(d["hop_s"]), embed_dim=int(d["embed_dim"]),
                 global_dim=int(d["global_dim"]), precision=str(d["precision"]), backends=backends,
                 head=FileEntry.from_dict(d["head"]) if "head" in d else None, raw=d,
+                session_std_floor=_session_floor(d.get("session_normalization")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             if isinstance(e, BundleError):

@@ -83,17 +83,27 @@ class EdgeModel:
         self.names = m.modality_names
         self.class_names = m.class_names
         self._enc_in: dict[str, _Feed] = {}
+        self._enc_io: dict[str, TensorIO] = {}
         self._enc_out: dict[str, TensorIO] = {}
         for s in m.specs:
             prog = encoder_program(s.name)
             mean, std = norm_arrays(m, s.name)
             self._enc_in[s.name] = _Feed(entry.inputs[prog]["x"], 1.0 / std, -mean / std)
+            self._enc_io[s.name] = entry.inputs[prog]["x"]
             self._enc_out[s.name] = entry.outputs[prog]["embedding"]
         agg_in, self._agg_out = entry.inputs[AGGREGATE], entry.outputs[AGGREGATE]
         self._z_in, self._p_in = _Feed(agg_in["z"]), _Feed(agg_in["presence"])
         self.head = _load_head(self.bundle)
         self._z = np.zeros((len(self.names), m.embed_dim), dtype=np.float32)
         self._presence = np.zeros(len(self.names), dtype=np.float32)
+
+    def set_normalization(self, name: str, mean: np.ndarray, std: np.ndarray) -> None:
+        """Standardise `name`'s windows with these per-channel statistics from now on (per-user adaptation:
+        the streaming classifier passes its session's running statistics). Written in place: no allocation."""
+        feed, t = self._enc_in[name], self._enc_io[name]
+        np.divide(1.0 / np.float32(t.scale), np.reshape(std, feed.a.shape), out=feed.a)
+        np.multiply(-np.reshape(mean, feed.a.shape), feed.a, out=feed.b)
+        feed.b += np.float32(t.zero_point)
 
     @property
     def calls(self):

@@ -7,6 +7,9 @@ embedding), and hands the aggregator only the present modalities. A modality is 
 connected (the bridge may say it is not), has a full window of contiguous samples, and its newest
 sample is no older than `absent_after_s`. With none present the prediction says so instead of guessing.
 
+A bundle trained with per-user adaptation (session normalisation) is fed windows standardised with the running
+per-channel statistics of everything this classifier has streamed, instead of the training statistics.
+
 Time is the caller's clock (host seconds; the bridge maps device clocks onto it), not the wall clock,
 so a replay runs faster than real time and gives the same predictions.
 
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from crossl_edge.data.normalize import STD_FLOOR, RunningChannelStats
 from crossl_edge.runtime.model import EdgeModel, InputError
 from crossl_edge.spec import ModalitySpec
 
@@ -146,6 +150,15 @@ class StreamingClassifier:
         self._cache: dict[str, tuple[tuple[int, int], np.ndarray]] = {}  # name -> ((segment, end), embedding)
         self.next_tick: float | None = None
         self.counters = StreamCounters()
+        # Per-user adaptation (a bundle trained on session-normalised windows): every accepted sample updates its
+        # modality's running statistics for the whole session, across gaps and reconnects (the same user), and
+        # each window is standardised with them when its encoder runs, as in training (session_normalize).
+        self.adapt = m.session_std_floor is not None
+        self.session_stats = {s.name: RunningChannelStats(s.channels) for s in m.specs} if self.adapt else {}
+        self._floor = {
+            s.name: np.maximum(m.session_std_floor * np.asarray(m.norm_std[s.name], dtype=np.float64), STD_FLOOR)
+            for s in m.specs
+        } if self.adapt else {}
 
     # ---- input -------------------------------------------------------------------------------------
     def push(self, name: str, samples: np.ndarray, t0: float) -> None:
@@ -197,6 +210,8 @@ class StreamingClassifier:
             else:  # jitter or a few lost samples: bridged, re-anchored so the newest samples keep their true time
                 ch.t0 = t0 - ch.count * ch.period
         ch.append(x)
+        if self.adapt:
+            self.session_stats[ch.spec.name].update(x)
         if self.next_tick is None:
             self.next_tick = t0 + self.window_s
 
@@ -261,6 +276,8 @@ class StreamingClassifier:
                 embeddings[name] = cached[1]
                 self.counters.encoder_reuses[name] += 1
                 continue
+            if self.adapt:
+                self.model.set_normalization(name, *self.session_stats[name].mean_std(self._floor[name]))
             z = self.model.encode(name, ch.window(end, self._work[name]))
             self._cache[name] = (key, z)
             embeddings[name] = z
