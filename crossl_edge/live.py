@@ -96,7 +96,8 @@ def run_live(args: argparse.Namespace, model) -> int:
                   on_event=on_event)
         duration = args.duration if args.duration is not None else (SIMULATE_DURATION_S if args.simulate else None)
         print(f"{m.name}: {m.precision} on {model.backend}; a prediction every {stream.hop_s:g} s from "
-              f"{m.window_s:g} s windows" + (f"; {duration:g} s" if duration else "; Ctrl-C stops"), flush=True)
+              f"{m.window_s:g} s windows" + (f"; {duration:g} s" if duration else "; Ctrl-C stops") + "; "
+              + stream.describe_normalization(), flush=True)
 
         async def main() -> None:
             if rig is not None:

@@ -98,7 +98,8 @@ def body(args: argparse.Namespace) -> int:
               "are optimistic", file=sys.stderr)
     stream = StreamingClassifier(model, args.hop, args.absent_after)
     print(f"{m.name}: {m.precision} on {model.backend}; {dataset} {key}: {len(recordings)} recording(s), "
-          f"{source.duration:.0f} s; a prediction every {stream.hop_s:g} s from {m.window_s:g} s windows")
+          f"{source.duration:.0f} s; a prediction every {stream.hop_s:g} s from {m.window_s:g} s windows; "
+          + stream.describe_normalization())
 
     out = open(args.out, "w") if args.out else None
     y_true, y_pred, lines, start = [], [], 0, time.perf_counter()

@@ -202,11 +202,22 @@ def test_accuracy_benchmark_quick_mode_writes_its_tables(datasets_root, tmp_path
     out = tmp_path / "acc"
     assert accuracy.main(["--quick", "--dataset", "lis-emg-imu", "--data", str(datasets_root), "--out", str(out)]) == 0
     md = (out / "accuracy.md").read_text()
-    for method in ("supervised", "supervised_mdrop", "crossl_probe", "crossl_finetune", "stats_lr"):
-        assert f"| {method} |" in md
-    assert "paired crossl_finetune − supervised" in md and "loss without emg" in md
+    for method in ("supervised", "supervised_mdrop", "crossl_probe", "crossl_finetune", "deployed", "stats_lr", "minirocket"):
+        assert f"| {method} " in md
+    assert "paired crossl_finetune − supervised" in md and "loss without emg" in md and "within-session" in md
     raw = sorted(p.name for p in (out / "raw" / "lis-emg-imu").iterdir())
-    assert raw == ["group_2020-07-09_split0.json", "kfold_5_split0.json"]
+    assert raw == ["group_2020-07-09-adapted_split0.json", "group_2020-07-09@emg_split0.json",
+                   "group_2020-07-09_split0.json", "kfold_5_split0.json"]
+    summary = json.loads((out / "summary.json").read_text())
+    methods = {r["method"] for r in summary}
+    assert {"deployed", "stats_lr", "minirocket", "deployed@emg", "stats_lr@emg", "deployed_adapted"} <= methods
+    for r in summary:
+        assert set(r) == {"dataset", "protocol", "budget", "method", "mean", "low", "high", "n"}
+        assert r["low"] <= r["high"] and r["budget"] == "5/class"
+    # deployed is the learned method with the best validation score, whatever its test score
+    stored = json.loads((out / "raw" / "lis-emg-imu" / "group_2020-07-09_split0.json").read_text())["budgets"]["5/class"]
+    learned = {m: v["val"] for m, v in stored.items() if m in accuracy.LEARNED}
+    assert stored["deployed"]["chosen"] == max(learned, key=learned.get)
     # a second invocation reuses the finished splits instead of recomputing them
     before = (out / "raw" / "lis-emg-imu" / "kfold_5_split0.json").stat().st_mtime_ns
     assert accuracy.main(["--quick", "--dataset", "lis-emg-imu", "--data", str(datasets_root), "--out", str(out)]) == 0

@@ -160,6 +160,13 @@ class StreamingClassifier:
             for s in m.specs
         } if self.adapt else {}
 
+    def describe_normalization(self) -> str:
+        """One line for the user: which statistics standardise the windows."""
+        if self.adapt:
+            return ("per-user adaptation: windows standardised with the running statistics of this session's stream "
+                    "(the first minutes are the least certain)")
+        return "windows standardised with the training statistics"
+
     # ---- input -------------------------------------------------------------------------------------
     def push(self, name: str, samples: np.ndarray, t0: float) -> None:
         """Samples [n, C] (or [n] for one channel) of modality `name` at its native rate, the first at time t0."""
