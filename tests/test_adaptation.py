@@ -92,3 +92,4 @@ def test_streaming_adaptation_reproduces_training_normalisation(session_bundle, 
     moved = [np.abs(plain.predict({s.name: sub.x[s.name][i] for s in sub.specs}).probs - preds[i].probs).max()
              for i in range(len(idx))]
     assert max(moved) > 1e-3
+

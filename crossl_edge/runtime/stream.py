@@ -82,8 +82,11 @@ class _Channel:
 
     def append(self, x: np.ndarray) -> None:
         n = len(x)
-        if n >= self.capacity:
-            self.buf[:] = x[-self.capacity :]
+        if n >= self.capacity:  # only the newest `capacity` samples stay, each at its index modulo capacity
+            start = (self.count + n) % self.capacity
+            tail = x[-self.capacity :]
+            self.buf[start:] = tail[: self.capacity - start]
+            self.buf[:start] = tail[self.capacity - start :]
         else:
             i = self.count % self.capacity
             first = min(n, self.capacity - i)
