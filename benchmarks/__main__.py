@@ -141,7 +141,7 @@ def draw(r: dict, out: Path, accuracy_root: Path) -> tuple[dict[str, str], str |
     if r["skip"]:
         made["Encoder skipping"] = plots.skip_curve(r["skip"], out / "skip_curve.png").name
     for key, runs in plots.accuracy_runs(accuracy_root).items():
-        slug = f"{key[0]}_{key[1].replace(':', '_')}"
+        slug = f"{key[0]}_{key[1].replace(':', '_').replace('@', '-').replace('+', '-')}"
         made[f"Accuracy, {key[0]} ({key[1]})"] = plots.accuracy_curve(key, runs, out / f"accuracy_{slug}.png").name
         made[f"Missing sensors, {key[0]} ({key[1]})"] = plots.missing_heatmap(key, runs, out / f"missing_{slug}.png").name
     return made, None

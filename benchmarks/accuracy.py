@@ -177,7 +177,7 @@ def run_split(plan: Plan, split: int, raw, out: Path, device: str) -> dict:
         if mr is not None and plan.minirocket_kernels:
             t1 = time.perf_counter()
             model, alpha, val = mr.fit_minirocket_baseline(prep.ws.subset(idx), prep.ws.subset(prep.labelled(prep.val)),
-                                                           n_kernels=plan.minirocket_kernels, seed=seed, n_jobs=2)
+                                                           n_kernels=plan.minirocket_kernels, seed=seed, n_jobs=1)
             row["minirocket"] = {"val": val, "alpha": alpha, "test": mr.minirocket_baseline_scores(model, test_ws),
                                  "pred": model.predict_windows(test_ws).tolist(), "seconds": time.perf_counter() - t1}
         result["budgets"][label] = row

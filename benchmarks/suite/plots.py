@@ -82,7 +82,10 @@ def accuracy_runs(root: Path) -> dict[tuple[str, str], list[dict]]:
     runs: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for path in sorted(root.glob("raw/*/*.json")):
         r = json.loads(path.read_text())
-        runs[(r["plan"]["dataset"], r["plan"]["protocol"])].append(r)
+        plan = r["plan"]
+        key = (plan["protocol"] + ("@" + "+".join(plan["modalities"]) if plan.get("modalities") else "")
+               + ("+adapted" if plan.get("normalization") == "session" else ""))  # as benchmarks.accuracy.Plan.key
+        runs[(plan["dataset"], key)].append(r)
     return dict(runs)
 
 
