@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="data folder, if not where the run found it ($CROSSL_EDGE_DATA, cache)")
     p.add_argument(
         "--mode", default=d.mode, choices=MODES,
-        help="probe: frozen pretrained backbone + new linear head; finetune: all pretrained weights trained; "
+        help="probe: frozen pretrained backbone + a logistic regression on its standardised embeddings, C chosen on "
+        "validation (--steps, --lr and --batch-size do not apply); finetune: all pretrained weights trained; "
         "scratch: same network from random weights (the supervised baseline) (default: %(default)s)",
     )
     budget = p.add_mutually_exclusive_group()
