@@ -289,6 +289,11 @@ class BitalinoParser:
             self._base = self._head
         return self._decode(parts, prev_seq)
 
+    @property
+    def bytes_since_frame(self) -> int:
+        """Bytes skipped since the last delivered frame (or the stream's start)."""
+        return self._dry_count
+
     def _needs(self) -> int:
         """The stream position the next decision needs the bytes up to."""
         if self._synced:
