@@ -469,6 +469,7 @@ def test_a_bitalino_with_the_wrong_channel_count_is_reported_and_other_links_go_
     rig = Rig()
     rig.ptys.append(PtySimulator(BitalinoModel(copies), tmp_path / "wrong", clock))
     rig.ptys.append(PtySimulator(BitalinoModel({3: eda_s04}), tmp_path / "right", clock))
+    rig.models["bitalino"] = (rig.ptys[0].model, {"a": "A1", "b": "A2", "c": "A3"})
     rig.models["bitalino2"] = (rig.ptys[1].model, {"eda": "A3"})
     # the host asks the first for 6 channels; the device streams 3 (its start command rewritten below), as a
     # user who configured the bridge for another channel count than the board's sensors
@@ -483,4 +484,6 @@ def test_a_bitalino_with_the_wrong_channel_count_is_reported_and_other_links_go_
     wrong = rig.links[0].device
     assert ("bitalino", "misconfigured") in sink.states and not wrong.counters.delivered
     assert wrong.counters.diagnosis.endswith("the byte pattern fits 3 channels"), wrong.counters.diagnosis
-    assert rig.ledger()["bitalino2"]["balanced"] and len(sink.samples("eda")) > 150
+    ledger = rig.ledger()
+    assert not ledger["bitalino"]["balanced"]  # its bytes are no frames of what it was configured for: reported
+    assert ledger["bitalino2"]["balanced"] and len(sink.samples("eda")) > 150
