@@ -467,17 +467,13 @@ def test_a_bitalino_with_the_wrong_channel_count_is_reported_and_other_links_go_
     clock = ScaledClock(1.0)
     copies = {a: SignalSource(eda_s04.data, eda_s04.rate, bitalino_adc_eda) for a in (1, 2, 3)}
     rig = Rig()
-    rig.ptys.append(PtySimulator(BitalinoModel(copies), tmp_path / "wrong", clock))
+    rig.ptys.append(PtySimulator(BitalinoModel(copies, fixed_inputs=(1, 2, 3)), tmp_path / "wrong", clock))
     rig.ptys.append(PtySimulator(BitalinoModel({3: eda_s04}), tmp_path / "right", clock))
     rig.models["bitalino"] = (rig.ptys[0].model, {"a": "A1", "b": "A2", "c": "A3"})
     rig.models["bitalino2"] = (rig.ptys[1].model, {"eda": "A3"})
-    # the host asks the first for 6 channels; the device streams 3 (its start command rewritten below), as a
-    # user who configured the bridge for another channel count than the board's sensors
+    # the host asks the first for 6 channels; it streams 3, as a board whose user configured the bridge wrongly
     rig.device_args += [f"bitalino:{tmp_path / 'wrong'},rate=1000,A1=a:raw,A2=b:raw,A3=c:raw,A4=d:raw,A5=e:raw,A6=f:raw",
                         f"bitalino:{tmp_path / 'right'},rate=100,A3=eda:eda"]
-    model = rig.ptys[0].model
-    command = model.command
-    model.command = lambda data, now, target=None: command(bytes(0x1D if c == 0xFD else c for c in data), now, target)
     sink = Collect()
 
     _simulate(rig, clock, 2.5, sink=sink)

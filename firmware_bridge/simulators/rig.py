@@ -121,6 +121,17 @@ def _add_cxf(rig: Rig, folder: Path, clock, streams: dict[int, tuple[str, Signal
     return pty
 
 
+def add_misconfigured_bitalino(rig: Rig, folder: str | Path, clock, source: SignalSource) -> None:
+    """A BITalino streaming A1-A3 at 1 kHz to a host configured for six channels (a user's mistake): its bytes
+    are no frames of what the host expects, and the bridge must say so without holding the other links back.
+    It has no ledger entry: nothing it sends can be delivered."""
+    model = BitalinoModel({a: source for a in (1, 2, 3)}, fixed_inputs=(1, 2, 3))
+    pty = PtySimulator(model, Path(folder) / "bitalino-misconfigured", clock)
+    rig.ptys.append(pty)
+    rig.models["bitalino2"] = (model, {})
+    rig.device_args.append(f"bitalino:{pty.path},rate=1000," + ",".join(f"A{a}=wrong{a}:raw" for a in range(1, 7)))
+
+
 def lis_emg_mv(data_root=None, key: str = "2020-07-09") -> SignalSource:
     """LIS EMG channel 1 (Myo, 8-bit raw at 200 Hz), scaled to +-1 mV: the simulated BITalino's EMG."""
     src = dataset_signal("lis-emg-imu", key, "emg", data_root)

@@ -114,9 +114,13 @@ class BitalinoModel(SensorModel):
     VERSION = b"BITalino_v5.1\n"
     BATTERY_ADC = 700
 
-    def __init__(self, sources: dict[int, SignalSource], clock: DeviceClock | None = None) -> None:
+    def __init__(self, sources: dict[int, SignalSource], clock: DeviceClock | None = None,
+                 fixed_inputs: tuple[int, ...] | None = None) -> None:
+        """fixed_inputs: a fault: stream these analog inputs whatever the start command asks (a host configured
+        for another channel count than the board's)."""
         super().__init__(clock)
         self.sources = sources  # analog input (1..6) -> ADC codes
+        self.fixed_inputs = fixed_inputs
         self.rate = 1000
         self.inputs: tuple[int, ...] = ()
         self.frame_len = 0
@@ -148,7 +152,7 @@ class BitalinoModel(SensorModel):
                 self.rate = {v: k for k, v in bitalino.RATES.items()}[c >> 6]
             elif c & 0x03 in (1, 2):
                 mask = c >> 2
-                self.inputs = tuple(i + 1 for i in range(6) if mask >> i & 1)
+                self.inputs = self.fixed_inputs or tuple(i + 1 for i in range(6) if mask >> i & 1)
                 self.frame_len = bitalino.frame_size(len(self.inputs))
                 self.streaming, self._seq, self._emitted = True, 0, 0
                 self._t_start = self.device_time(now)
