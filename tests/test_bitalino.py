@@ -209,3 +209,27 @@ def test_a_stream_of_another_channel_count_is_diagnosed_within_4_kb():
     assert parser.diagnosis.startswith("no valid BITalino frames for 6 channels in 4.")
     assert parser.diagnosis.endswith("the byte pattern fits 3 channels")
     assert fitting_channels(data[:4096]) == [3] and fitting_channels(rng.bytes(4096)) == []
+
+
+def test_bytes_a_link_repeats_are_not_taken_for_a_gap_of_15():
+    """1 channel (3-byte frames): repeating 3 bytes from the second byte of a frame leaves, right after it, a
+    window of the next frame's head and this frame's tail, which carries this frame's sequence number and passes
+    its CRC one time in 16: it must be dropped as a repeat, not delivered after a 'gap of 15' (the ledger would
+    be 16 off). Whole repeated frames likewise."""
+    rng = np.random.default_rng(7)
+    _, _, analog, data = random_frames(rng, 400, 1)
+    cases = 0
+    for f in range(5, 390):
+        at = 3 * f
+        window = data[at + 3 : at + 4] + data[at + 1 : at + 3]
+        for faulty in (data[: at + 1] + data[at + 1 : at + 4] + data[at + 1 :], data[: at + 3] + data[at : at + 3] + data[at + 3 :]):
+            if faulty[at + 3 : at + 6] != window and faulty[at + 3 : at + 6] != data[at : at + 3]:
+                continue
+            if faulty[at + 3 : at + 6] == window and crc4(np.frombuffer(window, np.uint8).reshape(1, 3))[0] != window[-1] & 0x0F:
+                continue
+            cases += 1
+            parser = BitalinoParser(1, first_seq=0)
+            got = np.concatenate([parser.feed(faulty).analog, parser.flush().analog])
+            assert len(got) + parser.counters.frames_lost == 400
+            assert {tuple(r) for r in got.tolist()} <= {tuple(r) for r in analog.tolist()}
+    assert cases >= 20

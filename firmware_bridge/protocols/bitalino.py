@@ -414,11 +414,8 @@ class BitalinoParser:
             if keep:
                 parts.append((np.frombuffer(self._held, dtype=np.uint8).reshape(1, L), False))
                 self._delivered(held_seq)
-                at = r - self._base
-                if r == p + L and self._buf[at : at + L] == self._held:
-                    # the same frame again (a link repeated it), not a gap of 15: drop the copy. A gap of 15 whose
-                    # next frame is byte for byte the one before it (a flat signal) is taken for a copy too.
-                    head = r + L
+                if r == p + L and r_seq == held_seq and self._repeat(r):
+                    head = r + L  # bytes the link repeated, not a gap of exactly 15 frames: the copy is dropped
             else:
                 self.counters.bytes_skipped += L
             self._held = None
@@ -429,6 +426,15 @@ class BitalinoParser:
         self._head = head
         self._synced = True
         return True
+
+    def _repeat(self, r: int) -> bool:
+        """The frame at r (right after the held one, with its sequence number) is made of bytes the link repeated:
+        the held frame again, or its tail after the head of the frame that follows (bytes of a frame repeated
+        from inside it, a splice whose CRC passed). A real frame 16 on from the held one matches either only by
+        coincidence of all its bytes."""
+        L, at = self.length, r - self._base
+        frame, after, held = bytes(self._buf[at : at + L]), bytes(self._buf[at + L : at + 2 * L]), self._held
+        return frame == held or any(frame == after[:k] + held[k:] for k in range(1, L))
 
     def _skip_to(self, position: int) -> None:
         if position <= self._done:
