@@ -29,14 +29,15 @@ from typing import Callable
 from crossl_edge.live import ScaledClock
 from crossl_edge.paths import EXPORT_ROOT
 from firmware_bridge.hub import Hub
-from firmware_bridge.simulators.rig import Rig, soak_rig
+from firmware_bridge.simulators.rig import Rig, add_misconfigured_bitalino, lis_emg_mv, soak_rig
 
 OUT = Path(__file__).resolve().parent / "results" / "bridge"
 
 
 def run(bundle: Path, seconds: float, speed: float, faults: bool, data_root, hop_s: float | None = None,
-        make_rig: Callable[[str, ScaledClock], Rig] | None = None) -> dict:
-    """The rig (default: the soak rig) feeding the bundle through the hub for `seconds` of sensor time."""
+        make_rig: Callable[[str, ScaledClock], Rig] | None = None, misconfigured: bool = False) -> dict:
+    """The rig (default: the soak rig) feeding the bundle through the hub for `seconds` of sensor time;
+    misconfigured: a BITalino streaming 3 channels to a host configured for 6 runs beside (issue 15)."""
     from crossl_edge.runtime import EdgeModel
     from crossl_edge.runtime.stream import StreamingClassifier
 
@@ -44,6 +45,8 @@ def run(bundle: Path, seconds: float, speed: float, faults: bool, data_root, hop
     clock = ScaledClock(speed)
     with tempfile.TemporaryDirectory(prefix="crossl-soak-") as tmp:
         rig = make_rig(tmp, clock) if make_rig else soak_rig(tmp, clock, data_root, faults=faults)
+        if misconfigured:
+            add_misconfigured_bitalino(rig, tmp, clock, lis_emg_mv(data_root))
         if faults:
             bit = next(p for p in rig.ptys if p.path.name == "bitalino")
             for frac in (0.3, 0.7):
@@ -70,14 +73,37 @@ def run(bundle: Path, seconds: float, speed: float, faults: bool, data_root, hop
         asyncio.run(main())
         wall = time.perf_counter() - wall
     s = hub.summary()
+    ledger = rig.ledger()
+    wrong = None
+    if misconfigured:  # nothing it sends can be delivered: reported apart, not in the ledger
+        ledger.pop("bitalino2")
+        d = s["devices"]["bitalino2"]
+        wrong = {"diagnosis": d["diagnosis"], "bytes_in": d["bytes_in"], "bytes_skipped": d["bytes_skipped"],
+                 "delivered": sum(d["delivered"].values()),
+                 "reported_after_s": _after(hub.events, "bitalino2", "connected", "misconfigured")}
     fault_counts = {name: dict(f.counts) for name, f in injected.items()}
     return {
         "sensor_seconds": seconds, "speed": speed, "wall_s": round(wall, 1), "faults": faults, "died": died,
-        "ledger": rig.ledger(), "devices": s["devices"], "predictions": s["predictions"],
+        "ledger": ledger, "misconfigured": wrong, "devices": s["devices"], "predictions": s["predictions"],
         "stream": s["stream"], "latency_ms": s.get("latency_ms"), "latencies_ms": [x * 1e3 for x in hub.latencies_s],
         "unplugs": sum(p.unplugged_count for p in rig.ptys), "ble_drops": sum(p.drops for p in rig.peripherals),
         "injected_byte_faults": fault_counts, "backend": model.backend,
     }
+
+
+def _after(events, device: str, first: str, then: str) -> float | None:
+    """Stream seconds from a device's first `first` event to its first `then` event."""
+    t = {state: next((e.t for e in events if e.device == device and e.state == state), None) for state in (first, then)}
+    return None if None in t.values() else round(t[then] - t[first], 3)
+
+
+def _misconfigured_line(result: dict) -> list[str]:
+    w = result.get("misconfigured")
+    if not w:
+        return []
+    return ["", f"Beside it, a BITalino streaming 3 channels to a host configured for 6: reported "
+                f"{w['reported_after_s']} s of stream time after it connected (aim: within 2 s) as \"{w['diagnosis']}\"; "
+                f"{w['bytes_in']:,} bytes in, {w['delivered']} samples delivered.", ""]
 
 
 def main(argv=None) -> int:
@@ -87,12 +113,16 @@ def main(argv=None) -> int:
     p.add_argument("--speed", type=float, default=20.0, help="soak speed vs real time (default: %(default)s)")
     p.add_argument("--latency-s", type=float, default=120.0, help="real-time seconds of the latency run (default: %(default)s)")
     p.add_argument("--data", default=None, help="data folder (default: $CROSSL_EDGE_DATA)")
+    p.add_argument("--no-misconfigured", action="store_true",
+                   help="leave out the BITalino that streams 3 channels to a host configured for 6 (run beside both "
+                        "runs by default, to show it is reported and holds no other link back)")
     args = p.parse_args(argv)
     bundle = Path(args.bundle)
     if not (bundle / "manifest.json").is_file():
         raise SystemExit(f"no bundle at {bundle}: run `make bundle` (or pass --bundle)")
-    soak = run(bundle, args.soak_s, args.speed, True, args.data)
-    latency = run(bundle, args.latency_s, 1.0, False, args.data, hop_s=1.0)
+    wrong = not args.no_misconfigured
+    soak = run(bundle, args.soak_s, args.speed, True, args.data, misconfigured=wrong)
+    latency = run(bundle, args.latency_s, 1.0, False, args.data, hop_s=1.0, misconfigured=wrong)
     result = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
               "bundle": str(bundle), "soak": soak, "latency": latency}
     OUT.mkdir(parents=True, exist_ok=True)
@@ -111,12 +141,13 @@ def main(argv=None) -> int:
         d = soak["devices"][name]
         lines.append(f"| {name} | {led['sent']:,} | {led['delivered']:,} | {led['lost']:,} {d['lost'] or ''} | "
                      f"{d['crc_errors']} | {d['resyncs']} | {d['reconnects']} |")
+    lines += _misconfigured_line(soak)
     lat = latency["latency_ms"] or {}
     lines += ["", f"## Latency: {args.latency_s:g} s at real time, no faults, a prediction every second", "",
               f"Frame read to prediction: median {lat.get('median', float('nan')):.2f} ms, "
               f"p99 {lat.get('p99', float('nan')):.2f} ms, max {lat.get('max', float('nan')):.2f} ms over "
               f"{lat.get('n', 0)} predictions (aim: p99 <= 20 ms). Balanced: "
-              f"{all(v['balanced'] for v in latency['ledger'].values())}.", ""]
+              f"{all(v['balanced'] for v in latency['ledger'].values())}.", "", *_misconfigured_line(latency)]
     (OUT / "bridge_soak.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0 if balanced and not soak["died"] else 1

@@ -71,7 +71,9 @@ class DeviceCounters:
     resyncs: int = 0
     bytes_skipped: int = 0
     bad_notifications: int = 0
+    callback_errors: int = 0  # reads or notifications whose handling raised (a bug): dropped and logged, link kept
     cut_unknown: int = 0  # frames cut by a disconnect before their size was known (CXF header cut short)
+    diagnosis: str = ""  # what a stream without valid frames probably is (a BITalino with the wrong channel count)
     delivered: Counter = field(default_factory=Counter)  # stream -> samples handed on
     lost: Counter = field(default_factory=Counter)  # reason -> samples (of all streams) known to be lost
 
@@ -170,6 +172,7 @@ class BitalinoDevice(Device):
         self._new_parser(bitalino.BitalinoParser(len(self.inputs), first_seq=0))
         self._index = 0  # frames since start: delivered + lost by sequence number
         self.clock = ClockModel()  # the sample counter restarts with every start command
+        self._dry_since: float | None = None  # arrival of the first bytes after the last valid frame
 
     def start_commands(self) -> list[tuple[str | None, bytes]]:
         target = BITALINO_BLE_COMMANDS if self.ble else None
@@ -187,13 +190,26 @@ class BitalinoDevice(Device):
         super().connected()
         self._reset()
 
+    #: stream time without a valid frame after which the bytes are diagnosed (a stream too slow to fill
+    #: bitalino.DIAGNOSE_BYTES in that time), and the bytes that takes at least
+    DIAGNOSE_AFTER_S, DIAGNOSE_MIN_BYTES = 2.0, 64
+
     def feed(self, data: bytes, arrival: float, source: str | None = None) -> list[Batch]:
-        before = self.parser.counters.frames_lost
+        before = self.parser.counters.frames_lost, self.parser.counters.frames_lost_at_least
         frames = self.parser.feed(bytes(data))
+        if len(frames):
+            self._dry_since = None
+        elif self._dry_since is None:
+            self._dry_since = arrival
+        elif (arrival - self._dry_since >= self.DIAGNOSE_AFTER_S and self.parser.diagnosis is None
+              and self.parser.bytes_since_frame >= self.DIAGNOSE_MIN_BYTES):
+            self.parser.diagnose()
+        if self.parser.diagnosis:
+            self.counters.diagnosis = self.parser.diagnosis
         return self._batches(frames, arrival, before)
 
     def disconnected(self, arrival: float) -> list[Batch]:
-        before = self.parser.counters.frames_lost
+        before = self.parser.counters.frames_lost, self.parser.counters.frames_lost_at_least
         skipped = self.parser.counters.bytes_skipped
         out = self._batches(self.parser.flush(), arrival, before)
         cut = self.parser.counters.bytes_skipped - skipped
@@ -202,11 +218,14 @@ class BitalinoDevice(Device):
             self.counters.lost["cut_by_disconnect"] += n * len(self.inputs)
         return out
 
-    def _batches(self, frames: bitalino.Frames, arrival: float, lost_before: int) -> list[Batch]:
+    def _batches(self, frames: bitalino.Frames, arrival: float, lost_before: tuple[int, int]) -> list[Batch]:
         self._count_parser()
-        lost = self.parser.counters.frames_lost - lost_before
-        if lost:
-            self.counters.lost["sequence_gap"] += lost * len(self.inputs)
+        at_least = self.parser.counters.frames_lost_at_least - lost_before[1]
+        exact = self.parser.counters.frames_lost - lost_before[0] - at_least
+        if exact:
+            self.counters.lost["sequence_gap"] += exact * len(self.inputs)
+        if at_least:  # a 4-bit sequence number cannot count laps of 16: a lower bound, kept apart
+            self.counters.lost["sequence_gap_at_least"] += at_least * len(self.inputs)
         if not len(frames):
             return []
         # device index of each frame, counting the lost ones before it
@@ -267,16 +286,21 @@ class PolarDevice(Device):
     def connected(self) -> None:
         super().connected()
         self._pending = set(self.measurements())
+        self._refused: str | None = None
         self._last_ns.clear()
 
     def started(self) -> bool:
+        if self._refused:  # raised here, in the link's start, not in the notification callback that heard it
+            raise DeviceError(self._refused)
         return not self._pending
 
     def _control(self, data: bytes) -> None:
-        # reply: F0 op measurement status ...; status 0 is success
-        if len(data) >= 4 and data[0] == 0xF0 and data[1] == polar.OP_START:
-            if data[3] != 0:
-                raise DeviceError(f"{self.name}: Polar refused to start measurement {data[2]} (status {data[3]})")
+        # reply: F0 op measurement status ...; status 0 is success, 6 "already in state": the measurement is
+        # running already (left streaming by a session that ended uncleanly), which is what a start wants
+        if len(data) >= 4 and data[0] == 0xF0 and data[1] == polar.OP_START and data[2] in self._pending:
+            if data[3] not in (polar.STATUS_OK, polar.STATUS_ALREADY_IN_STATE):
+                self._refused = (f"{self.name}: Polar refused to start measurement {data[2]}: "
+                                 f"{polar.status_text(data[3])}")
             self._pending.discard(data[2])
 
     def feed(self, data: bytes, arrival: float, source: str | None = None) -> list[Batch]:
@@ -294,8 +318,11 @@ class PolarDevice(Device):
         name = self.names.get(frame.measurement)
         if not name:
             return []
-        self.counters.frames += 1
         n, nominal = len(frame.samples), self.rates[frame.measurement]
+        if n == 0:  # parse_notification refuses these; a frame without samples must never reach dt / n below
+            self.counters.bad_notifications += 1
+            return []
+        self.counters.frames += 1
         last = self._last_ns.get(frame.measurement)
         self._last_ns[frame.measurement] = frame.t_last_ns
         # sample spacing from the device's own stamps when they agree with the nominal rate within 10%

@@ -64,8 +64,11 @@ class Link:
         self.backoff = backoff or Backoff()
         self.attempts = 0
         self._stop = asyncio.Event()
+        self._sink: Sink | None = None
+        self._reported = ""
 
     async def run(self, sink: Sink) -> None:
+        self._sink = sink
         attempt = 0
         while not self._stop.is_set():
             attempt += 1
@@ -110,6 +113,27 @@ class Link:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _feed(self, data: bytes, source: str | None = None) -> list[Batch]:
+        """The device's batches for bytes just read; a device that raises (a bug: parsers raise nothing for bad
+        bytes) costs those bytes, counted and logged, never the link or the callback that delivered them."""
+        try:
+            batches = self.device.feed(data, self.clock(), source)
+        except Exception:
+            self.device.counters.callback_errors += 1
+            log.exception("%s: handling %d bytes failed; they are dropped and the link stays up", self.device.name,
+                          len(data))
+            return []
+        self._check_diagnosis()
+        return _stamped(batches)
+
+    def _check_diagnosis(self) -> None:
+        text = self.device.counters.diagnosis
+        if text and text != self._reported:
+            self._reported = text
+            log.warning("%s: %s", self.device.name, text)
+            if self._sink is not None:
+                self._sink.link_state(self.device, "misconfigured", text)
 
     async def start_device(self) -> None:
         for target, data in self.device.start_commands():
@@ -186,7 +210,7 @@ class SerialLink(Link):
         while not self._stop.is_set():
             data = await loop.run_in_executor(None, self._read)
             if data:
-                sink.deliver(self.device, _stamped(self.device.feed(data, self.clock())))
+                sink.deliver(self.device, self._feed(data))
 
     async def close(self, was_open: bool) -> None:
         if self.serial is None:
@@ -242,8 +266,7 @@ class BleLink(Link):
                 raise OSError(f"BLE: {e}") from e
 
     def _notified(self, characteristic: Any, data: bytearray) -> None:
-        batches = self.device.feed(bytes(data), self.clock(), str(characteristic.uuid))
-        self._sink.deliver(self.device, _stamped(batches))
+        self._sink.deliver(self.device, self._feed(bytes(data), str(characteristic.uuid)))
 
     async def write(self, target: str | None, data: bytes) -> None:
         from bleak.exc import BleakError
@@ -252,10 +275,6 @@ class BleLink(Link):
             await self.client.write_gatt_char(target, data, response=True)
         except BleakError as e:
             raise OSError(f"BLE write: {e}") from e
-
-    async def run(self, sink: Sink) -> None:
-        self._sink = sink
-        await super().run(sink)
 
     async def stream(self, sink: Sink) -> None:
         stop = asyncio.ensure_future(self._stop.wait())

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge.protocols.bitalino import (
-    BitalinoParser, ProtocolError, cmd_sampling_rate, cmd_start, crc4, decode_frames, encode_frames, frame_size,
+    BitalinoParser, ProtocolError, cmd_sampling_rate, cmd_start, crc4, decode_frames, encode_frames, fitting_channels,
+    frame_size,
 )
 
 RESYNC_LOSS_BOUND = 6  # frames a single fault may cost
@@ -141,3 +142,94 @@ def test_pure_garbage_is_skipped_and_counted():
     got = parser.feed(data)
     first = analog.tolist().index(got.analog[0].tolist())
     assert len(got) >= 35 and got.analog.tolist() == analog[first : first + len(got)].tolist()
+
+
+# ---- hostile bytes (issue 15): read-size invariance, exact gaps, linear work, diagnosis -------------------------
+from firmware_bridge.protocols import bitalino as bitalino_module  # noqa: E402
+from firmware_bridge.simulators.fuzz import FAULTS, bitalino_stream, same_for_every_read_size  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.integers(1, 6), st.integers(20, 90), st.sampled_from(FAULTS), st.integers(0, 2**31))
+def test_same_frames_and_counters_for_whole_64_byte_one_frame_and_one_byte_reads(n_channels, n_frames, fault, seed):
+    stream = bitalino_stream(np.random.default_rng(seed), n_channels, n_frames, fault)
+    assert same_for_every_read_size(lambda: BitalinoParser(n_channels, 0), stream)
+    # and nothing delivered was never sent (a splice would be)
+    parser = BitalinoParser(n_channels, 0)
+    got = np.concatenate([parser.feed(stream.data).analog, parser.flush().analog])
+    sent = {tuple(r) for r in stream.sent}
+    assert all(tuple(r) in sent for r in got.tolist())
+
+
+def test_the_issues_read_size_repro_gives_the_same_values():
+    data = bytes.fromhex("2c0c0e2404100427dc033958034d340e5e7c036f9c037e")
+    for chunk in (len(data), 3, 1):
+        parser = BitalinoParser(1)
+        out = [parser.feed(data[i : i + chunk]) for i in range(0, len(data), chunk)] + [parser.flush()]
+        assert np.concatenate([o.analog for o in out])[:, 0].tolist() == [779, 247, 214, 909, 223, 231]
+
+
+@pytest.mark.parametrize("n_channels", [1, 3, 6])
+@pytest.mark.parametrize("gap", range(1, 16))
+def test_every_gap_of_1_to_15_frames_is_counted_exactly(n_channels, gap):
+    rng = np.random.default_rng(gap)
+    _, _, analog, data = random_frames(rng, 100, n_channels)
+    size = frame_size(n_channels)
+    cut = data[: 40 * size] + data[(40 + gap) * size :]
+    parser = BitalinoParser(n_channels, first_seq=0)
+    got = [parser.feed(cut[i : i + 50]) for i in range(0, len(cut), 50)] + [parser.flush()]
+    delivered = sum(len(g) for g in got)
+    assert delivered == 100 - gap and parser.counters.frames_lost == gap  # sent = delivered + lost
+    assert parser.counters.frames_lost_at_least == 0
+
+
+def test_garbage_costs_linear_work(monkeypatch):
+    """Counted work, not wall time: every byte of garbage is looked at a bounded number of times."""
+    seen = []
+    checks = bitalino_module._window_checks
+    monkeypatch.setattr(bitalino_module, "_window_checks", lambda buf, length: seen.append(len(buf)) or checks(buf, length))
+    rng = np.random.default_rng(0)
+    parser = BitalinoParser(6)
+    data = rng.integers(0, 256, 1 << 20, dtype=np.uint8).tobytes()
+    for i in range(0, len(data), 4096):
+        parser.feed(data[i : i + 4096])
+    assert sum(seen) <= 1.1 * len(data)  # each read looks at its bytes and a frame run's worth kept from before
+    assert parser.counters.bytes_skipped >= len(data) - 4096
+
+
+def test_a_stream_of_another_channel_count_is_diagnosed_within_4_kb():
+    rng = np.random.default_rng(3)
+    _, _, _, data = random_frames(rng, 2000, 3)  # 3 channels, 6-byte frames, read as 6 channels
+    parser = BitalinoParser(6)
+    for i in range(0, len(data), 600):  # 0.1 s of 1 kHz data a read
+        assert len(parser.feed(data[i : i + 600])) == 0
+        if parser.diagnosis:
+            break
+    assert i + 600 <= 4800 and parser.counters.diagnoses == 1
+    assert parser.diagnosis.startswith("no valid BITalino frames for 6 channels in 4.")
+    assert parser.diagnosis.endswith("the byte pattern fits 3 channels")
+    assert fitting_channels(data[:4096]) == [3] and fitting_channels(rng.bytes(4096)) == []
+
+
+def test_bytes_a_link_repeats_are_not_taken_for_a_gap_of_15():
+    """1 channel (3-byte frames): repeating 3 bytes from the second byte of a frame leaves, right after it, a
+    window of the next frame's head and this frame's tail, which carries this frame's sequence number and passes
+    its CRC one time in 16: it must be dropped as a repeat, not delivered after a 'gap of 15' (the ledger would
+    be 16 off). Whole repeated frames likewise."""
+    rng = np.random.default_rng(7)
+    _, _, analog, data = random_frames(rng, 400, 1)
+    cases = 0
+    for f in range(5, 390):
+        at = 3 * f
+        window = data[at + 3 : at + 4] + data[at + 1 : at + 3]
+        for faulty in (data[: at + 1] + data[at + 1 : at + 4] + data[at + 1 :], data[: at + 3] + data[at : at + 3] + data[at + 3 :]):
+            if faulty[at + 3 : at + 6] != window and faulty[at + 3 : at + 6] != data[at : at + 3]:
+                continue
+            if faulty[at + 3 : at + 6] == window and crc4(np.frombuffer(window, np.uint8).reshape(1, 3))[0] != window[-1] & 0x0F:
+                continue
+            cases += 1
+            parser = BitalinoParser(1, first_seq=0)
+            got = np.concatenate([parser.feed(faulty).analog, parser.flush().analog])
+            assert len(got) + parser.counters.frames_lost == 400
+            assert {tuple(r) for r in got.tolist()} <= {tuple(r) for r in analog.tolist()}
+    assert cases >= 20

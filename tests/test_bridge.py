@@ -393,3 +393,93 @@ def test_ble_connect_lock_works_in_a_second_event_loop():
 
     asyncio.run(three_at_once())
     asyncio.run(three_at_once())  # a lock bound to the first loop would raise here
+
+
+# ---- simulator fidelity and hostile bytes (issue 15) ------------------------------------------------------------
+def test_bitalino_simulator_answers_state_pwm_trigger_and_battery_over_a_pty(tmp_path):
+    import serial
+
+    clock = ScaledClock(1.0)
+    sim = PtySimulator(BitalinoModel({1: SignalSource(np.full((10, 1), 512.0), 1000.0)}), tmp_path / "b", clock).start()
+    try:
+        port = serial.Serial(str(tmp_path / "b"), 115200, timeout=1.0)
+        # battery threshold 30, PWM 0x05 (a value byte that also reads as a start command), trigger O1
+        port.write(bytes([30 << 2, 0xA3, 0x05, 0xB3 | 1 << 2, 0x0B]))
+        reply = port.read(16)
+        assert len(reply) == 16 and not sim.model.streaming and sim.model.pwm == 5
+        frame = np.frombuffer(reply, np.uint8).reshape(1, 16)
+        assert bitalino.crc4(frame)[0] == reply[-1] & 0x0F  # the vendor's check of the state reply
+        assert reply[14] == 30 and (reply[15] >> 4) == 0b0010  # threshold; I1 I2 O1 O2
+        port.write(bytes([0xC3, 0x05]))  # 1000 Hz, start A1
+        data = port.read(300)
+        _, digital, analog = bitalino.decode_frames(np.frombuffer(data[:297], np.uint8).reshape(-1, 3), 1)
+        assert (analog[:, 0] == 512).all() and (digital[:, 2] == 1).all()  # O1 shows in the frames
+        port.write(b"\x00")
+        port.close()
+    finally:
+        sim.stop()
+
+
+def test_polar_simulator_settings_ecg_rate_checks_and_a_second_start_through_bleak():
+    from bleak import BleakClient
+
+    async def main():
+        per = polar_peripheral("A0:9E:1A:00:00:0E", PolarModel(SignalSource(np.zeros((2, 3)), 1.0))).start()
+        replies, data = [], []
+        try:
+            async with BleakClient("A0:9E:1A:00:00:0E", backend=SimulatedBleBackend) as client:
+                assert (await client.read_gatt_char(polar.CONTROL_POINT))[1] & 0b101 == 0b101  # ECG and ACC
+                await client.start_notify(polar.CONTROL_POINT, lambda _c, d: replies.append(bytes(d)))
+                await client.start_notify(polar.DATA, lambda _c, d: data.append(bytes(d)))
+                for request in (b"\x01\x00", b"\x01\x02",
+                                polar.start_request(polar.ACC, {polar.SAMPLE_RATE: 7, polar.RESOLUTION: 16}),
+                                polar.start_request(polar.ECG, {polar.SAMPLE_RATE: 130, polar.RESOLUTION: 14}),
+                                polar.start_request(polar.ECG, {polar.SAMPLE_RATE: 130, polar.RESOLUTION: 14})):
+                    await client.write_gatt_char(polar.CONTROL_POINT, request, response=True)
+                await asyncio.sleep(1.3)
+        finally:
+            await per.stop()
+        return replies, data
+
+    replies, data = asyncio.run(main())
+    assert replies[0] == bytes.fromhex("f0 01 00 00 00 00 01 82 00 01 01 0e 00")  # ECG: 130 Hz, 14 bit
+    assert replies[1].startswith(bytes.fromhex("f0 01 02 00 00 00 04 19 00 32 00 64 00 c8 00"))  # ACC 25-200 Hz
+    assert replies[2][3] == polar.STATUS_INVALID_SAMPLE_RATE and replies[3][3] == 0
+    assert replies[4][3] == polar.STATUS_ALREADY_IN_STATE
+    frames = [polar.parse_notification(d) for d in data]
+    assert frames and all(f.measurement == polar.ECG and len(f.samples) == 73 for f in frames)
+
+
+def test_polar_ecg_streams_through_the_bridge():
+    clock = ScaledClock(4.0)
+    model = PolarModel(SignalSource(np.zeros((2, 3)), 1.0))
+    per = polar_peripheral("A0:9E:1A:00:00:0F", model, clock=clock)
+    link = parse_device("polar:A0:9E:1A:00:00:0F,acc=0,ecg=ecg", clock, backend=SimulatedBleBackend)
+    sink = Collect()
+
+    _simulate(Rig(peripherals=[per], models={"polar": (model, {"ecg": "ecg"})}), clock, 6.0, sink=sink, links=[link])
+    got = sink.samples("ecg")
+    assert len(got) > 300 and link.device.counters.delivered["ecg"] == model.sent["ecg"]
+    assert link.device.streams["ecg"].rate == 130.0 and 0.5 < got.max() < 2.0  # R peaks of about 1.1 mV
+
+
+def test_a_bitalino_with_the_wrong_channel_count_is_reported_and_other_links_go_on(eda_s04, tmp_path):
+    clock = ScaledClock(1.0)
+    copies = {a: SignalSource(eda_s04.data, eda_s04.rate, bitalino_adc_eda) for a in (1, 2, 3)}
+    rig = Rig()
+    rig.ptys.append(PtySimulator(BitalinoModel(copies, fixed_inputs=(1, 2, 3)), tmp_path / "wrong", clock))
+    rig.ptys.append(PtySimulator(BitalinoModel({3: eda_s04}), tmp_path / "right", clock))
+    rig.models["bitalino"] = (rig.ptys[0].model, {"a": "A1", "b": "A2", "c": "A3"})
+    rig.models["bitalino2"] = (rig.ptys[1].model, {"eda": "A3"})
+    # the host asks the first for 6 channels; it streams 3, as a board whose user configured the bridge wrongly
+    rig.device_args += [f"bitalino:{tmp_path / 'wrong'},rate=1000,A1=a:raw,A2=b:raw,A3=c:raw,A4=d:raw,A5=e:raw,A6=f:raw",
+                        f"bitalino:{tmp_path / 'right'},rate=100,A3=eda:eda"]
+    sink = Collect()
+
+    _simulate(rig, clock, 2.5, sink=sink)
+    wrong = rig.links[0].device
+    assert ("bitalino", "misconfigured") in sink.states and not wrong.counters.delivered
+    assert wrong.counters.diagnosis.endswith("the byte pattern fits 3 channels"), wrong.counters.diagnosis
+    ledger = rig.ledger()
+    assert not ledger["bitalino"]["balanced"]  # its bytes are no frames of what it was configured for: reported
+    assert ledger["bitalino2"]["balanced"] and len(sink.samples("eda")) > 150

@@ -89,3 +89,31 @@ def test_encoder_refuses_what_the_format_cannot_carry():
         encode_frame(1, 1, 0, 0, np.zeros((10, 3)), "<f8")
     with pytest.raises(FrameError):
         encode_frame(1, 1, 0, 0, np.zeros((255, 9), dtype="<f4"))  # 9,180 bytes > 4,096
+
+
+# ---- hostile bytes (issue 15) ---------------------------------------------------------------------------------
+def test_a_payload_header_over_the_cap_is_refused_at_once():
+    from firmware_bridge.protocols.cxf import HEADER, SYNC
+
+    huge = HEADER.pack(SYNC, 1, 1, 1, 3, 0, 0, 255, 64, 255 * 64 * 4)  # 65,280 bytes announced
+    good = encode_frame(1, 1, 0, 0, np.ones((5, 1), np.float32))
+    parser = CxfParser()
+    assert len(parser.feed(huge + good)) == 1 and parser.counters.bad_headers == 1
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.integers(4, 30), st.sampled_from(["flip", "drop", "dup", "garbage", "frames"]), st.integers(0, 2**31))
+def test_same_frames_and_counters_for_every_read_size(n_frames, fault, seed):
+    from firmware_bridge.simulators.fuzz import cxf_stream, same_for_every_read_size
+
+    assert same_for_every_read_size(CxfParser, cxf_stream(np.random.default_rng(seed), n_frames, fault))
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.binary(max_size=400), st.integers(1, 64))
+def test_any_bytes_never_raise(data, chunk):
+    parser = CxfParser()
+    for i in range(0, len(data), chunk):
+        parser.feed(data[i : i + chunk])
+    parser.flush()
+    assert parser.counters.bytes_in == len(data)

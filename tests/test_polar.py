@@ -62,3 +62,36 @@ def test_raw_and_compressed_notifications_and_the_time_base():
 def test_malformed_notifications_are_refused_clearly(data):
     with pytest.raises(PmdError):
         parse_notification(data)
+
+
+# ---- hostile bytes (issue 15) ---------------------------------------------------------------------------------
+def test_the_issues_repros_raise_only_pmd_error_or_parse():
+    # a compressed frame whose first delta block has 0 samples, then another block: IndexError before
+    f = parse_notification(bytes.fromhex("020000000000000000800000000000000100010100"))
+    assert f.samples.tolist() == [[0, 0, 0], [0, 0, 0]]
+    with pytest.raises(PmdError, match="without samples"):
+        parse_notification(bytes([2]) + bytes(8) + b"\x01")  # an ACC frame of 0 samples
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.binary(min_size=0, max_size=80), st.sampled_from([0, 2, 5]), st.sampled_from([0, 1, 2, 0x80, 0x81, 7]))
+def test_any_notification_parses_or_raises_pmd_error(payload, measurement, frame_type):
+    data = bytes([measurement]) + bytes(8) + bytes([frame_type]) + payload
+    for notification in (data, payload):
+        try:
+            parse_notification(notification)
+        except PmdError:
+            pass
+
+
+def test_a_device_fed_malformed_notifications_counts_them_and_goes_on():
+    from firmware_bridge.devices import PolarDevice
+    from firmware_bridge.protocols.polar import DATA
+
+    dev = PolarDevice("h10", acc="acc", acc_rate=100)
+    dev.connected()
+    stamp = (10**12).to_bytes(8, "little")
+    good = encode_notification(ACC, 10**12, np.zeros((10, 3)))
+    for data in (good, bytes([2]) + stamp + b"\x01", bytes([2]) + stamp + b"\x81" + bytes(6) + b"\x01\x00\x01\x01\x00", b"\x02"):
+        dev.feed(data, 1.0, DATA)
+    assert dev.counters.bad_notifications == 2 and dev.counters.delivered["acc"] == 12

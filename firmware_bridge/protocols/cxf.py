@@ -67,6 +67,13 @@ def encode_frame(device: int, modality: int, first_index: int, t_us: int, sample
     return head + payload + struct.pack("<H", crc16(body))
 
 
+def _header_ok(version: int, code: int, channels: int, samples: int, payload: int) -> bool:
+    """A header a frame can have. The payload cap is checked here, at once: a header announcing more would
+    otherwise hold back every frame behind it until that many bytes had arrived."""
+    return (version == VERSION and code in DTYPES and channels > 0 and samples > 0 and payload <= MAX_PAYLOAD
+            and payload == samples * channels * DTYPES[code].itemsize)
+
+
 @dataclass
 class Frame:
     device: int
@@ -112,7 +119,7 @@ class CxfParser:
             if len(self._buf) < HEADER.size:
                 break
             _, version, device, modality, code, first, t_us, c, n, plen = HEADER.unpack_from(self._buf)
-            if version != VERSION or code not in DTYPES or not c or not n or plen != n * c * DTYPES[code].itemsize:
+            if not _header_ok(version, code, c, n, plen):
                 self.counters.bad_headers += 1
                 self._skip(1)  # not a frame start after all: look for the next sync word
                 continue
@@ -139,7 +146,7 @@ class CxfParser:
             cut = None
             if len(self._buf) >= HEADER.size:
                 _, version, _, _, code, _, _, c, n, plen = HEADER.unpack_from(self._buf)
-                if version == VERSION and code in DTYPES and c and n and plen == n * c * DTYPES[code].itemsize:
+                if _header_ok(version, code, c, n, plen):
                     cut = n
         self._skip(len(self._buf))
         return cut

@@ -35,6 +35,18 @@ RAW_ACC_BYTES = {0: 1, 1: 2, 2: 3}  # ACC raw frame type -> bytes per channel va
 COMPRESSED_RESOLUTION = {ECG: (1, 24), ACC: (3, 16)}
 
 
+# control-point reply status codes (polar-ble-sdk PmdControlPointResponse; bleakheart's error_msgs)
+STATUS_OK, STATUS_INVALID_MEASUREMENT_TYPE, STATUS_ALREADY_IN_STATE = 0, 2, 6
+STATUS_INVALID_RESOLUTION, STATUS_INVALID_SAMPLE_RATE, STATUS_INVALID_RANGE = 7, 8, 9
+STATUS_TEXT = ("success", "invalid op code", "invalid measurement type", "not supported", "invalid length",
+               "invalid parameter", "already in state", "invalid resolution", "invalid sample rate", "invalid range",
+               "invalid MTU", "invalid number of channels", "invalid state", "device in charger", "disk full")
+
+
+def status_text(status: int) -> str:
+    return f"{STATUS_TEXT[status] if status < len(STATUS_TEXT) else 'unknown error'} (status {status})"
+
+
 class PmdError(ValueError):
     """A malformed notification (counted and dropped by the device layer) or an impossible request."""
 
@@ -71,6 +83,7 @@ def decode_delta(payload: bytes, channels: int, resolution: int) -> np.ndarray:
         raise PmdError("compressed frame shorter than its reference sample")
     ref = _le_ints(payload[: channels * ref_width], ref_width)
     rows, offset = [ref[None, :]], channels * ref_width
+    last = ref  # the sample the next delta adds to (a block of 0 samples adds none)
     while offset < len(payload):
         if offset + 2 > len(payload):
             raise PmdError("compressed frame ends inside a block header")
@@ -82,7 +95,9 @@ def decode_delta(payload: bytes, channels: int, resolution: int) -> np.ndarray:
         bits = np.unpackbits(np.frombuffer(payload[offset : offset + nbytes], dtype=np.uint8), bitorder="little")
         bits = bits[: width * count * channels].reshape(count * channels, width).astype(np.int64)
         deltas = _signed((bits << np.arange(width)).sum(axis=1), width).reshape(count, channels)
-        rows.append(rows[-1][-1] + np.cumsum(deltas, axis=0))
+        if count:
+            rows.append(last + np.cumsum(deltas, axis=0))
+            last = rows[-1][-1]
         offset += nbytes
     return np.concatenate(rows)
 
@@ -139,6 +154,8 @@ def parse_notification(data: bytes) -> PmdFrame:
         if width is None or len(payload) % (3 * width):
             raise PmdError(f"ACC raw frame type {kind} with {len(payload)} bytes")
         samples = _le_ints(payload, width).reshape(-1, 3)
+    if not len(samples):
+        raise PmdError(f"{'ECG' if measurement == ECG else 'ACC'} notification without samples")
     return PmdFrame(measurement, t_ns, compressed, samples)
 
 

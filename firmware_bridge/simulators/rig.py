@@ -1,7 +1,7 @@
 """Ready-made simulated rigs: sensor models + their pty or BLE stand-ins + the matching devices and links.
 
 `bundle_rig` gives a bundle every modality it needs from a held-out subject of its own data set, each
-through the kind of sensor that would carry it: ACC from a Polar H10 over BLE, EMG and EDA from a
+through the kind of sensor that would carry it: ACC (and ECG, at 130 Hz) from a Polar H10 over BLE, EMG and EDA from a
 BITalino over a serial port, anything else (BVP, temperature, gyroscope...) from a CXF board over a
 serial port. `soak_rig` is the issue's soak set: BITalino EMG at 1 kHz (serial), Polar ACC at 100 Hz
 (BLE) and a CXF board with EDA at 10 Hz (serial). `ledger()` compares what every sensor model sent with
@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from firmware_bridge.config import parse_devices
 from firmware_bridge.links import Backoff, Link
@@ -96,12 +98,15 @@ def _add_bitalino(rig: Rig, folder: Path, clock, channels: dict[int, tuple[str, 
     return pty
 
 
-def _add_polar(rig: Rig, clock, acc: SignalSource, rate: int, drift_ppm: float) -> BlePeripheral:
-    model = PolarModel(acc, DeviceClock(drift_ppm))
+def _add_polar(rig: Rig, clock, acc: SignalSource | None, rate: int, drift_ppm: float,
+               ecg: tuple[str, SignalSource] | None = None) -> BlePeripheral:
+    """A Polar H10 with ACC at `rate` (None: no ACC stream) and/or ECG at 130 Hz (stream name, source in mV)."""
+    model = PolarModel(acc if acc is not None else SignalSource(np.zeros((2, 3)), 1.0), DeviceClock(drift_ppm),
+                       ecg=ecg[1] if ecg else None)
     per = polar_peripheral(POLAR_ADDRESS, model, clock=clock)
     rig.peripherals.append(per)
-    rig.models["polar"] = (model, {"acc": "acc"})
-    rig.device_args.append(f"polar:{POLAR_ADDRESS},acc={rate}")
+    rig.models["polar"] = (model, {**({"acc": "acc"} if acc is not None else {}), **({ecg[0]: "ecg"} if ecg else {})})
+    rig.device_args.append(f"polar:{POLAR_ADDRESS},acc={rate if acc is not None else 0}" + (f",ecg={ecg[0]}" if ecg else ""))
     return per
 
 
@@ -114,6 +119,17 @@ def _add_cxf(rig: Rig, folder: Path, clock, streams: dict[int, tuple[str, Signal
     spec = ",".join(f"{mid}={name}:{src.channels}@{rate:g}" for mid, (name, src, rate) in streams.items())
     rig.device_args.append(f"cxf:{pty.path},{spec}")
     return pty
+
+
+def add_misconfigured_bitalino(rig: Rig, folder: str | Path, clock, source: SignalSource) -> None:
+    """A BITalino streaming A1-A3 at 1 kHz to a host configured for six channels (a user's mistake): its bytes
+    are no frames of what the host expects, and the bridge must say so without holding the other links back.
+    It has no ledger entry: nothing it sends can be delivered."""
+    model = BitalinoModel({a: source for a in (1, 2, 3)}, fixed_inputs=(1, 2, 3))
+    pty = PtySimulator(model, Path(folder) / "bitalino-misconfigured", clock)
+    rig.ptys.append(pty)
+    rig.models["bitalino2"] = (model, {})
+    rig.device_args.append(f"bitalino:{pty.path},rate=1000," + ",".join(f"A{a}=wrong{a}:raw" for a in range(1, 7)))
 
 
 def lis_emg_mv(data_root=None, key: str = "2020-07-09") -> SignalSource:
@@ -154,16 +170,21 @@ def bundle_rig(manifest, folder: str | Path, clock: Callable[[], float] = time.m
     bita: dict[int, tuple[str, str, SignalSource]] = {}
     boards: dict[int, tuple[str, SignalSource, float]] = {}
     signals = dataset_signals(dataset, subject, [spec.name for spec in manifest.specs], data_root)
+    acc = ecg = None
     for spec in manifest.specs:
         src = signals[spec.name]
         src.seek(start_s)
-        if spec.kind == "acc" and spec.channels == 3 and "polar" not in rig.models:
-            _add_polar(rig, clock, src, 50, drift_ppm=-25)
+        if spec.kind == "acc" and spec.channels == 3 and acc is None:
+            acc = src
+        elif spec.kind == "ecg" and spec.channels == 1 and ecg is None:
+            ecg = (spec.name, src)  # an H10's ECG at 130 Hz, in mV
         elif spec.kind in ("eda", "emg") and spec.channels == 1:
             src.transform = bitalino_adc_eda if spec.kind == "eda" else bitalino_adc_emg
             bita[3 if spec.kind == "eda" else 1] = (spec.name, spec.kind, src)
         else:
             boards[len(boards) + 1] = (spec.name, src, spec.sample_rate)
+    if acc is not None or ecg is not None:
+        _add_polar(rig, clock, acc, 50, drift_ppm=-25, ecg=ecg)
     if bita:
         _add_bitalino(rig, folder, clock, bita, 1000 if any(k == "emg" for _, k, _ in bita.values()) else 10, None, 30)
     if boards:
