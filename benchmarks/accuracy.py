@@ -163,8 +163,8 @@ def run_split(plan: Plan, split: int, raw, out: Path, device: str) -> dict:
         idx = label_budget(prep, fraction, per_class, seed)
         row: dict = {"labelled_windows": int(len(idx))}
         for tag, mode, mdrop in METHODS:
-            if mdrop and label != missing_budget(plan):
-                continue
+            if mdrop and (label != missing_budget(plan) or len(prep.ws.specs) == 1):
+                continue  # modality dropout serves the missing-sensor table; with one sensor it does nothing
             cfg = FinetuneConfig(mode=mode, max_steps=plan.steps, modality_dropout=mdrop, seed=seed)
             net, fit, scores = train_and_score(backbone, prep, idx, cfg, placement, progress=False)
             pred = predict_logits(net, prep.tensors(test)).argmax(1).numpy()
