@@ -309,6 +309,7 @@ def main(argv=None) -> int:
         raw = load_windows(dataset, args.data)
         for plan in plans(dataset, args.quick):
             plan.vicreg = tuple(args.vicreg)
+            plan_raw = raw if not plan.modalities else load_windows(dataset, args.data, modalities=plan.modalities)
             runs = []
             for split in plan.splits:
                 path = raw_path(out, plan, split)
@@ -318,7 +319,7 @@ def main(argv=None) -> int:
                     if stored.get("plan") == plan_json and "y_test" in stored:
                         runs.append(stored)
                         continue
-                r = run_split(plan, split, raw, out, args.device)
+                r = run_split(plan, split, plan_raw, out, args.device)
                 r["plan"] = plan.__dict__
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(r))

@@ -218,6 +218,8 @@ def test_accuracy_benchmark_quick_mode_writes_its_tables(datasets_root, tmp_path
     stored = json.loads((out / "raw" / "lis-emg-imu" / "group_2020-07-09_split0.json").read_text())["budgets"]["5/class"]
     learned = {m: v["val"] for m, v in stored.items() if m in accuracy.LEARNED}
     assert stored["deployed"]["chosen"] == max(learned, key=learned.get)
+    emg = json.loads((out / "raw" / "lis-emg-imu" / "group_2020-07-09@emg_split0.json").read_text())["budgets"]["5/class"]
+    assert list(emg["supervised"]["test"]) == ["emg"] and "supervised_mdrop" not in emg  # trained and tested on EMG
     # a second invocation reuses the finished splits instead of recomputing them
     before = (out / "raw" / "lis-emg-imu" / "kfold_5_split0.json").stat().st_mtime_ns
     assert accuracy.main(["--quick", "--dataset", "lis-emg-imu", "--data", str(datasets_root), "--out", str(out)]) == 0
