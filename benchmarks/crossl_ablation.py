@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from crossl_edge.data import load_windows
 from crossl_edge.models import ModelConfig
@@ -46,7 +47,10 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=None)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default="benchmarks/results/accuracy")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     raw = load_windows("lis-emg-imu", args.data)
     placement = place("cpu")
