@@ -232,7 +232,7 @@ def report(plan: Plan, runs: list[dict], n_classes: int, summary: list[dict]) ->
         title + (f" ({plan.caveat})" if plan.caveat else ""), "",
         f"{plan.epochs} CroSSL epochs, VICReg sim/std/cov {'/'.join(f'{v:g}' for v in plan.vicreg)}, at most "
         f"{plan.steps} steps per downstream training; {seconds / 60:.1f} min of compute. Cells: mean over splits "
-        f"[95% bootstrap interval over test {'subjects' if plan.protocol == 'subjects' else 'windows'}].", "",
+        f"[95% interval: ± 1.96 bootstrap standard errors, resampling test {'subjects' if plan.protocol == 'subjects' else 'gestures'}].", "",
         "| method | " + " | ".join(f"{b} ({runs[0]['budgets'][b]['labelled_windows']} labels)" for b in budgets) + " |",
         "|---|" + "---|" * len(budgets),
     ]
@@ -246,7 +246,7 @@ def report(plan: Plan, runs: list[dict], n_classes: int, summary: list[dict]) ->
                 cells.append("—")
                 continue
             mean = float(np.mean([full_score(r, b, m) for r in runs]))
-            low, high = bs.interval(iv[b].draws(m))
+            low, high = bs.interval(mean, iv[b].draws(m))
             cells.append(f"{mean:.3f} [{low:.3f}, {high:.3f}]")
             summary.append({"dataset": plan.dataset, "protocol": plan.protocol, "budget": b, "method": m + suffix,
                             "mean": round(mean, 4), "low": round(low, 4), "high": round(high, 4), "n": len(runs)})

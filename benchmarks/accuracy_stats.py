@@ -50,6 +50,9 @@ def bootstrap_means(y: list[np.ndarray], preds: list[np.ndarray], weights: list[
     return np.mean([_macro_f1_rows(yi, pi, wi, k) for yi, pi, wi in zip(y, preds, weights)], axis=0)
 
 
-def interval(draws: np.ndarray) -> tuple[float, float]:
-    """The central 95% of the bootstrap draws."""
-    return float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+def interval(estimate: float, draws: np.ndarray) -> tuple[float, float]:
+    """95% interval: the estimate ± 1.96 bootstrap standard errors. Not the draws' percentiles: a resample that
+    holds one class's windows twice and another's not at all scores lower, so macro-F1's bootstrap
+    distribution sits below the estimate (on LIS's 78 test gestures, 3 per letter, by about 0.04)."""
+    se = float(np.std(draws, ddof=1))
+    return estimate - 1.96 * se, estimate + 1.96 * se

@@ -135,6 +135,9 @@ def test_bootstrap_resamples_units_and_shares_draws_between_repeats():
     y = np.tile([0, 1], 25)
     perfect = bs.bootstrap_means([y], [y], [w[2]], 2)
     assert np.allclose(perfect, 1.0)
-    noisy = bs.bootstrap_means([y], [np.where(np.arange(50) < 10, 1 - y, y)], [w[2]], 2)
-    low, high = bs.interval(noisy)
-    assert low < macro_f1(y, np.where(np.arange(50) < 10, 1 - y, y), 2) < high < 1.0
+    pred = np.where(np.arange(50) < 10, 1 - y, y)
+    noisy = bs.bootstrap_means([y], [pred], [w[2]], 2)
+    estimate = macro_f1(y, pred, 2)
+    low, high = bs.interval(estimate, noisy)
+    assert low < estimate < high < 1.0 and high - estimate == pytest.approx(estimate - low)
+    assert 0.03 < noisy.std() < 0.15  # 50 windows: the test sample alone moves macro-F1 by several points
