@@ -51,7 +51,8 @@ import numpy as np
 
 from crossl_edge.data.types import WindowSet
 from crossl_edge.metrics import macro_f1
-from crossl_edge.spec import ModalitySpec, modality_subsets
+from crossl_edge.baselines.stats_lr import scores_per_subset
+from crossl_edge.spec import ModalitySpec
 
 log = logging.getLogger(__name__)
 
@@ -332,16 +333,4 @@ def minirocket_baseline_scores(
     _same_layout(model.specs, ws, "ws")
     keep, y = _labels_of(ws)
     X = model.features(ws.subset(keep))
-    names = model.names
-    subsets = modality_subsets(names) if subsets is None else [tuple(s) for s in subsets]
-    scores: dict[str, float] = {}
-    for subset in subsets:
-        unknown = set(subset) - set(names)
-        if unknown or not subset:
-            raise ValueError(f"bad subset {list(subset)}: modalities must be a non-empty part of {list(names)}")
-        Xs = X.copy()
-        for name in names:
-            if name not in subset:
-                Xs[:, model.columns[name]] = model.mean_[model.columns[name]]
-        scores["+".join(subset)] = macro_f1(y, model.predict(Xs), model.n_classes_)
-    return scores
+    return scores_per_subset(X, y, model.names, model.columns, model.mean_, model.predict, model.n_classes_, subsets)
