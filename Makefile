@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(PY) -m crossl_edge.demo
+	$(PY) -m crossl_edge.demo $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q
