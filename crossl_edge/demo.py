@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m crossl_edge.demo",
         description="Pretrain with CroSSL, fine-tune with few labels, compare with supervised training, evaluate "
-        "with sensors missing. Takes about 5-10 minutes on 2 CPU cores.",
+        "with sensors missing. Takes about 2 minutes on 2 CPU cores.",
     )
     cli.add_run_arg(p)
     cli.add_data_args(p)
