@@ -134,8 +134,11 @@ class ModalityEncoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.proj = nn.Linear(cfg.widths[-1], cfg.embed_dim)
         # BatchNorm on the statistics: their scales differ by channel and kind (a mean near 0, an EMG envelope
-        # near 1); folded into the linear layer at export.
-        self.stats = nn.Sequential(nn.BatchNorm1d(2 * spec.channels), nn.Linear(2 * spec.channels, cfg.embed_dim)) if cfg.stats_path else None
+        # near 1, a std far below either)
+        self.stats = (
+            nn.Sequential(nn.BatchNorm1d(2 * spec.channels), nn.Linear(2 * spec.channels, cfg.embed_dim))
+            if cfg.stats_path else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.front is not None:

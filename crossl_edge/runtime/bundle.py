@@ -152,7 +152,7 @@ class Manifest:
     # Per-user adaptation: None = standardise with the training statistics above; a fraction = the model was
     # trained on session-normalised windows, so the runtime standardises with the running statistics of the
     # session it streams, the std floored at this fraction of the training std
-    session_std_floor: float | None = None  # the whole JSON, for fields only tools read (quantisation, verification, versions)
+    session_std_floor: float | None = None
 
     @property
     def modality_names(self) -> tuple[str, ...]:
