@@ -93,3 +93,10 @@ def test_streaming_adaptation_reproduces_training_normalisation(session_bundle, 
              for i in range(len(idx))]
     assert max(moved) > 1e-3
 
+
+
+def test_personalising_an_adapted_bundle_from_stored_windows_is_refused(session_bundle):
+    from crossl_edge.personalize.collect import PersonalizeError, from_recording
+
+    with pytest.raises(PersonalizeError, match="per-user adaptation"):
+        from_recording(EdgeModel(session_bundle[1], "litert"), "replay:stress-predict:S04", per_class=3, quiet=True)

@@ -166,7 +166,7 @@ def session_std_floor(norm: NormStats, name: str) -> np.ndarray:
 def session_normalize(windowset: WindowSet, sessions: np.ndarray, norm: NormStats) -> WindowSet:
     """Per-user adaptation without labels: every window standardised per channel with the running statistics of
     its own session (a user, a recording day) over all samples up to the window's end, as the runtime does live
-    (`StreamingClassifier(adapt=True)`). Windows are taken in data order, which loaders keep in time order; a
+    (`StreamingClassifier` of a bundle trained this way). Windows are taken in data order, which loaders keep in time order; a
     window overlapping its predecessor in the same recording adds only its new samples. `norm` (training
     statistics) only sets the std floor (SESSION_STD_FLOOR)."""
     norm.check(windowset)

@@ -54,6 +54,13 @@ def from_recording(
     from crossl_edge.data import load_byo
     from crossl_edge.runtime.replay import load_recordings, parse_source
 
+    if model.manifest.session_std_floor is not None:
+        raise PersonalizeError(
+            f"{model.manifest.name} was trained with per-user adaptation: its windows need the running statistics "
+            "of a session, which windows cut from a recording here do not get; personalise it from a stream "
+            "(--simulate or --device) instead"
+        )
+
     if source.startswith("replay:"):
         recs, names = load_recordings(*parse_source(source), data_root)
     else:
