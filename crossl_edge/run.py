@@ -121,8 +121,10 @@ def body(args: argparse.Namespace) -> int:
                     y_pred.append(m.class_names.index(p.label))
                 f1 = macro_f1(np.array(y_true), np.array(y_pred), len(m.class_names)) if y_true else float("nan")
                 if out:
+                    # null, not NaN, before the first scored prediction: NaN is not JSON
                     out.write(json.dumps({**p.to_dict(m.class_names), "true": m.class_names[truth] if truth >= 0 else None,
-                                          "running_macro_f1": round(f1, 4)}) + "\n")
+                                          "running_macro_f1": round(f1, 4) if y_true else None},
+                                         allow_nan=False) + "\n")
                 if not args.quiet:
                     print(format_line(p, truth, m.class_names, f1))
                 lines += 1

@@ -135,8 +135,12 @@ def test_replay_command_end_to_end_on_a_real_recording(int8_bundle, heldout, tmp
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "macro-F1" in proc.stdout and "pred=" in proc.stdout
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    def strict(constant):  # NaN and Infinity are not JSON: another reader would refuse the file
+        raise ValueError(f"{constant} in the predictions file")
+
+    rows = [json.loads(line, parse_constant=strict) for line in out.read_text().splitlines()]
     assert len(rows) > 100
+    assert all(r["running_macro_f1"] is None for r in rows[: next(i for i, r in enumerate(rows) if r["true"] is not None)])
     t = np.array([r["t"] for r in rows])
     assert np.allclose(np.diff(t), 5.0)
     present = {r["t"]: set(r["present"]) for r in rows}
