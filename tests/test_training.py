@@ -151,6 +151,11 @@ def test_cli_pretrain_finetune_evaluate(datasets_root, tmp_path, capsys):
     metrics = json.loads((tmp_path / "cli" / "metrics.json").read_text())
     assert len(metrics["model.pt"]["macro_f1"]) == 7
     assert all(0.0 <= v <= 1.0 for v in metrics["model.pt"]["macro_f1"].values())
+    # an all-present-only evaluation updates its score and keeps the per-subset ones stored before it
+    assert evaluate.main(["--run", run, "--model", "model_scratch_0.2.pt", "--all-present-only", *common]) == 0
+    after = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert after["model_scratch_0.2.pt"]["macro_f1"] == metrics["model_scratch_0.2.pt"]["macro_f1"]
+    assert len(after["model_scratch_0.2.pt"]["macro_f1"]) == 7
     # user errors: one clear line and exit code 2, no traceback
     assert evaluate.main(["--run", run, "--model", "nope.pt", *common]) == 2
     assert "models in this run" in capsys.readouterr().err

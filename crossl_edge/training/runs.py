@@ -284,10 +284,21 @@ def save_model(
 
 
 def record_metrics(run_dir: Path, key: str, scores: dict[str, float], test_windows: int) -> None:
-    """Add (or replace) one entry of <run>/metrics.json, keeping the others."""
+    """Add or update one entry of <run>/metrics.json, keeping the others. When `key` names a model file of the
+    run, the entry records its sha256, and scores of the same file on the same test windows are merged into the
+    entry (an all-present-only evaluation keeps the per-subset scores stored before it); anything else replaces it."""
+    from crossl_edge.runtime.bundle import sha256_file
+
     path = Path(run_dir) / "metrics.json"
     metrics = load_json(path) if path.is_file() else {}
-    metrics[key] = {"test_windows": int(test_windows), "macro_f1": scores}
+    model = Path(run_dir) / key
+    entry = {"test_windows": int(test_windows), "macro_f1": dict(scores)}
+    if model.is_file():
+        entry["model_sha256"] = sha256_file(model)
+        old = metrics.get(key, {})
+        if old.get("model_sha256") == entry["model_sha256"] and old.get("test_windows") == entry["test_windows"]:
+            entry["macro_f1"] = {**old.get("macro_f1", {}), **scores}
+    metrics[key] = entry
     save_json(path, metrics)
 
 
