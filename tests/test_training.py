@@ -229,3 +229,15 @@ def test_accuracy_benchmark_quick_mode_writes_its_tables(datasets_root, tmp_path
     before = (out / "raw" / "lis-emg-imu" / "kfold_5_split0.json").stat().st_mtime_ns
     assert accuracy.main(["--quick", "--dataset", "lis-emg-imu", "--data", str(datasets_root), "--out", str(out)]) == 0
     assert (out / "raw" / "lis-emg-imu" / "kfold_5_split0.json").stat().st_mtime_ns == before
+
+
+def test_a_refused_pretraining_writes_nothing_so_its_retry_runs(datasets_root, tmp_path, capsys):
+    from crossl_edge import pretrain as pretrain_cli
+
+    run = tmp_path / "retry"
+    args = ["--run", str(run), "--dataset", "lis-emg-imu", "--protocol", "group:2020-07-09", "--quiet", "--threads", "2"]
+    assert pretrain_cli.main([*args, "--epochs", "1", "--batch-size", "5000"]) == 2
+    assert "lower --batch-size" in capsys.readouterr().err
+    assert not (run / "run.json").exists()
+    assert pretrain_cli.main([*args, "--epochs", "1", "--batch-size", "64"]) == 0
+    assert (run / "backbone.pt").is_file()

@@ -104,6 +104,15 @@ class PretrainResult:
     resumed_from_epoch: int = 0
 
 
+def check_enough_windows(n: int, cfg: PretrainConfig, placement: Placement) -> None:
+    """Refuse a pretraining with fewer windows than one batch per process (callers check before writing a run)."""
+    if n < cfg.batch_size * placement.world:
+        raise ValueError(
+            f"only {n} windows to pretrain on, fewer than one batch of {cfg.batch_size} per process; lower --batch-size "
+            "(but not far: VICReg's variance and covariance terms are batch statistics)"
+        )
+
+
 def pretrain(
     net: CroSSLNet,
     x: dict[str, torch.Tensor],
@@ -118,11 +127,7 @@ def pretrain(
     """
     torch.manual_seed(cfg.seed)
     n = len(next(iter(x.values())))
-    if n < cfg.batch_size * placement.world:
-        raise ValueError(
-            f"only {n} windows to pretrain on, fewer than one batch of {cfg.batch_size} per process; lower --batch-size "
-            "(but not far: VICReg's variance and covariance terms are batch statistics)"
-        )
+    check_enough_windows(n, cfg, placement)
     objective = CroSSLObjective(net, cfg).to(placement.device)
     model = wrap_ddp(objective, placement)
     optim = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

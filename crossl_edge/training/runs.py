@@ -33,7 +33,7 @@ from crossl_edge.training.batches import window_tensors
 from crossl_edge.training.checkpoint import CheckpointError, load_json, load_state, save_json, save_state
 from crossl_edge.training.device import Placement
 from crossl_edge.training.evaluate import evaluate_subsets
-from crossl_edge.training.pretrain import PretrainConfig, PretrainResult, pretrain
+from crossl_edge.training.pretrain import PretrainConfig, PretrainResult, check_enough_windows, pretrain
 from crossl_edge.training.protocol import split_windows
 from crossl_edge.training.supervised import FinetuneConfig, FitResult, train_classifier
 
@@ -216,6 +216,7 @@ def run_pretraining(
                 f"{run_dir} holds a run with other model or pretraining settings (its models were trained on that "
                 "backbone); pick another --run folder or delete it"
             )
+    check_enough_windows(len(prep.train), cfg, placement)  # before anything is written: a retry must not be refused
     if placement.is_main:
         write_run_json(run_dir, prep, model_cfg, cfg)
     torch.manual_seed(cfg.seed)  # the same initial weights on every DDP rank
