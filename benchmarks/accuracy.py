@@ -37,13 +37,13 @@ import numpy as np
 import torch
 
 from benchmarks import accuracy_stats as bs
-from crossl_edge.baselines import window_features
+from crossl_edge.baselines import fit_stats_baseline, stats_baseline_scores, window_features
 from crossl_edge.data import load_windows
 from crossl_edge.models import ModelConfig
 from crossl_edge.training.device import place
 from crossl_edge.training.pretrain import PretrainConfig
 from crossl_edge.training.runs import (
-    DataChoice, label_budget, prepare, run_pretraining, stats_baseline, train_and_score,
+    DataChoice, label_budget, prepare, run_pretraining, train_and_score,
 )
 from crossl_edge.training.supervised import FinetuneConfig, predict_logits
 
@@ -158,6 +158,7 @@ def run_split(plan: Plan, split: int, raw, out: Path, device: str) -> dict:
     result: dict = {"split": prep.split_info, "pretrain_seconds": pre.seconds, "budgets": {},
                     "y_test": prep.ws.y[test].tolist(), "units": units.tolist()}
     test_ws = prep.ws.subset(test)
+    x_test = prep.tensors(test)
     mr = _minirocket() if plan.minirocket_kernels else None
     for label, fraction, per_class in plan.budgets:
         idx = label_budget(prep, fraction, per_class, seed)
@@ -167,14 +168,14 @@ def run_split(plan: Plan, split: int, raw, out: Path, device: str) -> dict:
                 continue  # modality dropout serves the missing-sensor table; with one sensor it does nothing
             cfg = FinetuneConfig(mode=mode, max_steps=plan.steps, modality_dropout=mdrop, seed=seed)
             net, fit, scores = train_and_score(backbone, prep, idx, cfg, placement, progress=False)
-            pred = predict_logits(net, prep.tensors(test)).argmax(1).numpy()
+            pred = predict_logits(net, x_test).argmax(1).numpy()
             row[tag] = {"val": fit.best_val_f1, "seconds": fit.seconds, "test": scores, "pred": pred.tolist()}
         chosen = max((m for m in LEARNED if m in row), key=lambda m: row[m]["val"])  # validation only
         row[DEPLOYED] = {**row[chosen], "chosen": chosen}
-        scores, c, val = stats_baseline(prep, idx)
-        model = stats_model(prep, idx, c)
-        row["stats_lr"] = {"val": val, "C": c, "test": scores, "pred": model.predict(window_features(test_ws)).tolist()}
-        if mr is not None and plan.minirocket_kernels:
+        model, c, val = fit_stats_baseline(prep.ws.subset(idx), prep.ws.subset(prep.labelled(prep.val)))
+        row["stats_lr"] = {"val": val, "C": c, "test": stats_baseline_scores(model, test_ws),
+                           "pred": model.predict(window_features(test_ws)).tolist()}
+        if mr is not None:
             t1 = time.perf_counter()
             model, alpha, val = mr.fit_minirocket_baseline(prep.ws.subset(idx), prep.ws.subset(prep.labelled(prep.val)),
                                                            n_kernels=plan.minirocket_kernels, seed=seed, n_jobs=1)
@@ -185,14 +186,6 @@ def run_split(plan: Plan, split: int, raw, out: Path, device: str) -> dict:
                  {k: round(next(iter(v["test"].values())), 3) for k, v in row.items() if isinstance(v, dict)}, chosen)
     result["seconds"] = time.perf_counter() - t0
     return result
-
-
-def stats_model(prep, idx, c):
-    """The statistics baseline refitted at its chosen C, for its per-window predictions."""
-    from crossl_edge.baselines import LogisticRegression
-
-    ws = prep.ws.subset(idx)
-    return LogisticRegression(C=c).fit(window_features(ws), ws.y, len(prep.ws.class_names))
 
 
 def raw_path(out: Path, plan: Plan, split: int) -> Path:
