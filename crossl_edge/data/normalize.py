@@ -159,8 +159,9 @@ class RunningChannelStats:
         return self.shift + m, np.maximum(np.sqrt(var), floor)
 
 
-def session_std_floor(norm: NormStats, name: str) -> np.ndarray:
-    return np.maximum(SESSION_STD_FLOOR * np.asarray(norm.std[name], dtype=np.float64), STD_FLOOR)
+def session_std_floor(training_std, fraction: float = SESSION_STD_FLOOR) -> np.ndarray:
+    """The floor of a channel's running std: `fraction` of its training std (and never below STD_FLOOR)."""
+    return np.maximum(fraction * np.asarray(training_std, dtype=np.float64), STD_FLOOR)
 
 
 def session_normalize(windowset: WindowSet, sessions: np.ndarray, norm: NormStats) -> WindowSet:
@@ -180,7 +181,7 @@ def session_normalize(windowset: WindowSet, sessions: np.ndarray, norm: NormStat
         idx = np.flatnonzero(sessions == session)
         for s in windowset.specs:
             stats = RunningChannelStats(s.channels)
-            floor = session_std_floor(norm, s.name)
+            floor = session_std_floor(norm.std[s.name])
             seconds = s.window / s.sample_rate
             prev = None  # (recording, end time) of the previous window of the session
             for i in idx:

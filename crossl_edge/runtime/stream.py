@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from crossl_edge.data.normalize import STD_FLOOR, RunningChannelStats
+from crossl_edge.data.normalize import RunningChannelStats, session_std_floor
 from crossl_edge.runtime.model import EdgeModel, InputError
 from crossl_edge.spec import ModalitySpec
 
@@ -158,10 +158,9 @@ class StreamingClassifier:
         # each window is standardised with them when its encoder runs, as in training (session_normalize).
         self.adapt = m.session_std_floor is not None
         self.session_stats = {s.name: RunningChannelStats(s.channels) for s in m.specs} if self.adapt else {}
-        self._floor = {
-            s.name: np.maximum(m.session_std_floor * np.asarray(m.norm_std[s.name], dtype=np.float64), STD_FLOOR)
-            for s in m.specs
-        } if self.adapt else {}
+        self._floor = (
+            {s.name: session_std_floor(m.norm_std[s.name], m.session_std_floor) for s in m.specs} if self.adapt else {}
+        )
 
     def describe_normalization(self) -> str:
         """One line for the user: which statistics standardise the windows."""
