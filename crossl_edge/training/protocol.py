@@ -82,7 +82,8 @@ def split_windows(
 ) -> SplitIndices:
     """Window indices for split number `split` (0-based) of `protocol` (see the module docstring).
 
-    `n_splits` applies to the subject-wise protocol; for "group:" `split` only reseeds the validation draw."""
+    `n_splits` applies to the subject-wise protocol; for "group:" the parts are the same for every `split` (its
+    validation is the last windows, not a draw): repeats differ only by the seeds callers derive from `split`."""
     if protocol == "subjects":
         if not 0 <= split < n_splits:
             raise DataError(f"split must be in 0..{n_splits - 1} for {n_splits} subject-wise splits, got {split}")
