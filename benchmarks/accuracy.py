@@ -45,7 +45,7 @@ from crossl_edge.training.pretrain import PretrainConfig
 from crossl_edge.training.runs import (
     DataChoice, label_budget, prepare, run_pretraining, train_and_score,
 )
-from crossl_edge.training.supervised import FinetuneConfig, predict_logits
+from crossl_edge.training.supervised import FinetuneConfig, choose_by_validation, predict_logits
 
 log = logging.getLogger("benchmarks.accuracy")
 
@@ -57,6 +57,7 @@ METHODS = (
     ("crossl_probe", "probe", 0.0),
     ("crossl_finetune", "finetune", 0.0),
     ("crossl_finetune_mdrop", "finetune", 0.25),
+    ("random_probe", "random_probe", 0.0),
 )
 LEARNED = tuple(m[0] for m in METHODS)
 DEPLOYED = "deployed"
@@ -163,14 +164,17 @@ def run_split(plan: Plan, split: int, raw, out: Path, device: str) -> dict:
     for label, fraction, per_class in plan.budgets:
         idx = label_budget(prep, fraction, per_class, seed)
         row: dict = {"labelled_windows": int(len(idx))}
+        fits = {}
         for tag, mode, mdrop in METHODS:
             if mdrop and (label != missing_budget(plan) or len(prep.ws.specs) == 1):
                 continue  # modality dropout serves the missing-sensor table; with one sensor it does nothing
             cfg = FinetuneConfig(mode=mode, max_steps=plan.steps, modality_dropout=mdrop, seed=seed)
             net, fit, scores = train_and_score(backbone, prep, idx, cfg, placement, progress=False)
             pred = predict_logits(net, x_test).argmax(1).numpy()
-            row[tag] = {"val": fit.best_val_f1, "seconds": fit.seconds, "test": scores, "pred": pred.tolist()}
-        chosen = max((m for m in LEARNED if m in row), key=lambda m: row[m]["val"])  # validation only
+            row[tag] = {"val": fit.best_val_f1, "val_loss": fit.val_loss, "seconds": fit.seconds, "test": scores,
+                        "pred": pred.tolist()}
+            fits[tag] = fit
+        chosen = choose_by_validation(fits)  # validation only
         row[DEPLOYED] = {**row[chosen], "chosen": chosen}
         model, c, val = fit_stats_baseline(prep.ws.subset(idx), prep.ws.subset(prep.labelled(prep.val)))
         row["stats_lr"] = {"val": val, "C": c, "test": stats_baseline_scores(model, test_ws),

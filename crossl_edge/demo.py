@@ -2,9 +2,9 @@
 
 CroSSL-pretrain on the training subjects of Stress-Predict, then with 10% of their labels train a linear
 probe and a fine-tuned classifier, beside the same network trained supervised from scratch (with and
-without modality dropout) and the window-statistics + logistic-regression baseline; score all on held-out
-subjects with every subset of sensors present, and publish the network with the best *validation* macro-F1
-as <run>/model.pt for `python -m crossl_edge.export` (the test scores never choose it).
+without modality dropout), the probe on the untrained network (random features) and the window-statistics +
+logistic-regression baseline; score all on held-out subjects with every subset of sensors present, and publish
+the network with the best *validation* macro-F1 (ties: the lower validation loss) as <run>/model.pt for `python -m crossl_edge.export` (the test scores never choose it).
 
 Stress-Predict is the default because it is the multi-sensor, multi-rate, multi-subject set at hand
 (4 wrist modalities at 4-64 Hz, 34 labelled people) and MIT-licensed, so the loader may download it.
@@ -44,7 +44,7 @@ def body(args: argparse.Namespace) -> int:
         label_budget, prepare, publish_default_model, record_metrics, run_pretraining, save_model, stats_baseline,
         train_and_score,
     )
-    from crossl_edge.training.supervised import FinetuneConfig
+    from crossl_edge.training.supervised import FinetuneConfig, choose_by_validation
 
     t0 = time.perf_counter()
     run = Path(args.run)
@@ -69,23 +69,25 @@ def body(args: argparse.Namespace) -> int:
         ("crossl_finetune", "finetune", 0.0),
         ("supervised", "scratch", 0.0),
         ("supervised_mdrop", "scratch", 0.25),
+        ("random_probe", "random_probe", 0.0),
     ]
-    results, val = {}, {}
+    results, fits = {}, {}
     for tag, mode, mdrop in variants:
         cfg = FinetuneConfig(mode=mode, max_steps=args.steps, modality_dropout=mdrop, seed=args.seed)
         net, fit, scores = train_and_score(backbone, prep, idx, cfg, placement, progress=not args.quiet)
         save_model(run, tag, net, cfg, len(idx), fit, scores, label_fraction=args.label_fraction, label_seed=args.seed)
         record_metrics(run, f"model_{tag}.pt", scores, n_test)
-        results[tag], val[tag] = scores, fit.best_val_f1
+        results[tag], fits[tag] = scores, fit
         print(f"{tag}: validation macro-F1 {fit.best_val_f1:.3f}, test {next(iter(scores.values())):.3f} ({fit.seconds:.0f} s)")
     # The cheap baseline every deep result stands beside, on the same labelled windows.
     results["stats_lr"], lr_c, lr_val = stats_baseline(prep, idx)
     print(f"stats_lr: validation macro-F1 {lr_val:.3f} (C={lr_c:g}), test {next(iter(results['stats_lr'].values())):.3f}")
     record_metrics(run, "stats_lr (window statistics + logistic regression)", results["stats_lr"], n_test)
-    chosen = max(val, key=val.get)
+    chosen = choose_by_validation(fits)
     publish_default_model(run, chosen)
     record_metrics(run, "model.pt", results[chosen], n_test)
-    print(f"model.pt = {chosen}: the best validation macro-F1 ({val[chosen]:.3f}) of the networks")
+    print(f"model.pt = {chosen}: the best validation macro-F1 ({fits[chosen].best_val_f1:.3f}; ties: the lower "
+          f"validation loss, {fits[chosen].val_loss:.3f}) of the networks")
 
     subsets = list(next(iter(results.values())))
     table = {s: "  ".join(f"{results[t][s]:.3f}".rjust(len(t)) for t in results) for s in subsets}

@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode", default=d.mode, choices=MODES,
         help="probe: frozen pretrained backbone + a logistic regression on its standardised embeddings, C chosen on "
         "validation (--steps, --lr and --batch-size do not apply); finetune: all pretrained weights trained; "
-        "scratch: same network from random weights (the supervised baseline) (default: %(default)s)",
+        "scratch: same network from random weights (the supervised baseline); random_probe: the probe on the "
+        "untrained network (random convolutional features, no pretraining needed) (default: %(default)s)",
     )
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--label-fraction", type=float, default=None, help="fraction of labelled training windows (default 0.1)")
@@ -44,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
     p.add_argument(
         "--seed", type=int, default=d.seed,
-        help="seed of the fresh weights (the head; every weight with --mode scratch), batches and dropout (default: %(default)s)",
+        help="seed of the fresh weights (the head; every weight with --mode scratch or random_probe), batches and "
+        "dropout (default: %(default)s)",
     )
     p.add_argument("--tag", default=None, help="name of the model files (default: <mode>_<budget>)")
     p.add_argument("--set-default", action="store_true", help="also make this the run's model.pt, the one export takes")
@@ -59,7 +61,7 @@ def body(args: argparse.Namespace) -> int:
         label_budget, load_net, prepare_for_run, publish_default_model, read_run, record_metrics, save_model,
         train_and_score,
     )
-    from crossl_edge.training.supervised import FinetuneConfig
+    from crossl_edge.training.supervised import FRESH_MODES, FinetuneConfig
 
     fraction = args.label_fraction
     if fraction is None and args.labels_per_class is None:
@@ -72,8 +74,8 @@ def body(args: argparse.Namespace) -> int:
     info = read_run(run)
     placement = place(args.device, amp=not args.no_amp)
     prep = prepare_for_run(info, args.data)
-    if args.mode == "scratch":
-        backbone = info.new_net()  # only its shape is used: scratch starts from fresh weights seeded by --seed
+    if args.mode in FRESH_MODES:
+        backbone = info.new_net()  # only its shape is used: these modes start from fresh weights seeded by --seed
     elif not (run / "backbone.pt").is_file():
         raise CheckpointError(f"{run} has no backbone.pt; pretrain first: python -m crossl_edge.pretrain --run {run}")
     else:

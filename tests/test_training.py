@@ -143,8 +143,19 @@ def test_cli_pretrain_finetune_evaluate(datasets_root, tmp_path, capsys):
     assert pretrain_cli.main(["--run", run, "--dataset", "lis-emg-imu", "--protocol", "kfold:5", "--epochs", "2", *common]) == 0
     assert finetune.main(["--run", run, "--mode", "finetune", "--labels-per-class", "3", "--steps", "30", "--set-default", *common]) == 0
     assert finetune.main(["--run", run, "--mode", "scratch", "--label-fraction", "0.2", "--steps", "30", *common]) == 0
+    assert finetune.main(["--run", run, "--mode", "random_probe", "--labels-per-class", "3", "--seed", "4", *common]) == 0
     out = capsys.readouterr().out
     assert "test macro-F1" in out and "model_finetune_3pc.pt" in out
+    # random_probe: untrained encoders seeded by --seed, only the head fitted; not the pretrained backbone
+    from crossl_edge.training.runs import load_net, read_run
+
+    info = read_run(tmp_path / "cli")
+    probe, backbone = load_net(tmp_path / "cli" / "model_random_probe_3pc.pt", info), load_net(tmp_path / "cli" / "backbone.pt", info)
+    torch.manual_seed(4)
+    fresh = info.new_net()
+    for name, value in probe.encoders.state_dict().items():
+        assert torch.equal(value, fresh.encoders.state_dict()[name]), name
+    assert not all(torch.equal(v, backbone.encoders.state_dict()[n]) for n, v in probe.encoders.state_dict().items())
     assert evaluate.main(["--run", run, *common]) == 0
     table = capsys.readouterr().out
     assert "emg+acc+gyro" in table and "\ngyro " in table
@@ -161,6 +172,16 @@ def test_cli_pretrain_finetune_evaluate(datasets_root, tmp_path, capsys):
     assert "models in this run" in capsys.readouterr().err
     assert finetune.main(["--run", str(tmp_path / "missing"), *common]) == 2
     assert "pretrain" in capsys.readouterr().err
+
+
+def test_deployed_choice_breaks_validation_ties_by_validation_loss():
+    from crossl_edge.training.supervised import FitResult, choose_by_validation
+
+    def fit(f1, loss):
+        return FitResult(best_val_f1=f1, best_step=0, steps=0, seconds=0.0, val_loss=loss)
+
+    assert choose_by_validation({"a": fit(1.0, 0.9), "b": fit(1.0, 0.2), "c": fit(0.9, 0.01)}) == "b"
+    assert choose_by_validation({"a": fit(0.8, 0.9), "b": fit(0.7, 0.2)}) == "a"
 
 
 def test_unknown_choices_are_refused_with_the_valid_names(capsys):
@@ -207,7 +228,8 @@ def test_accuracy_benchmark_quick_mode_writes_its_tables(datasets_root, tmp_path
     out = tmp_path / "acc"
     assert accuracy.main(["--quick", "--dataset", "lis-emg-imu", "--data", str(datasets_root), "--out", str(out)]) == 0
     md = (out / "accuracy.md").read_text()
-    for method in ("supervised", "supervised_mdrop", "crossl_probe", "crossl_finetune", "deployed", "stats_lr", "minirocket"):
+    for method in ("supervised", "supervised_mdrop", "crossl_probe", "crossl_finetune", "random_probe", "deployed",
+                   "stats_lr", "minirocket"):
         assert f"| {method} " in md
     assert "paired crossl_finetune − supervised" in md and "loss without emg" in md and "within-session" in md
     raw = sorted(p.name for p in (out / "raw" / "lis-emg-imu").iterdir())
@@ -219,9 +241,9 @@ def test_accuracy_benchmark_quick_mode_writes_its_tables(datasets_root, tmp_path
     for r in summary:
         assert set(r) == {"dataset", "protocol", "budget", "method", "mean", "low", "high", "n"}
         assert r["low"] <= r["high"] and r["budget"] == "5/class"
-    # deployed is the learned method with the best validation score, whatever its test score
+    # deployed is the learned method with the best validation score (ties: lower validation loss), whatever its test score
     stored = json.loads((out / "raw" / "lis-emg-imu" / "group_2020-07-09_split0.json").read_text())["budgets"]["5/class"]
-    learned = {m: v["val"] for m, v in stored.items() if m in accuracy.LEARNED}
+    learned = {m: (v["val"], -v["val_loss"]) for m, v in stored.items() if m in accuracy.LEARNED}
     assert stored["deployed"]["chosen"] == max(learned, key=learned.get)
     emg = json.loads((out / "raw" / "lis-emg-imu" / "group_2020-07-09@emg_split0.json").read_text())["budgets"]["5/class"]
     assert list(emg["supervised"]["test"]) == ["emg"] and "supervised_mdrop" not in emg  # trained and tested on EMG

@@ -35,7 +35,7 @@ from crossl_edge.training.device import Placement
 from crossl_edge.training.evaluate import evaluate_subsets
 from crossl_edge.training.pretrain import PretrainConfig, PretrainResult, check_enough_windows, pretrain
 from crossl_edge.training.protocol import split_windows
-from crossl_edge.training.supervised import FinetuneConfig, FitResult, train_classifier
+from crossl_edge.training.supervised import FRESH_MODES, FinetuneConfig, FitResult, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -313,8 +313,8 @@ def train_and_score(
     backbone: CroSSLNet, prep: Prepared, idx: np.ndarray, cfg: FinetuneConfig, placement: Placement, progress: bool = True
 ) -> tuple[CroSSLNet, FitResult, dict[str, float]]:
     """One downstream method: a copy of the pretrained `backbone` (probe, finetune) or a fresh network of the
-    same shape seeded with cfg.seed (scratch), trained on windows `idx`, scored on every sensor subset."""
-    if cfg.mode == "scratch":
+    same shape seeded with cfg.seed (scratch, random_probe), trained on windows `idx`, scored on every sensor subset."""
+    if cfg.mode in FRESH_MODES:
         torch.manual_seed(cfg.seed)
         net = CroSSLNet(backbone.specs, backbone.n_classes, backbone.cfg)
     else:

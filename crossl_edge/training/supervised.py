@@ -22,12 +22,18 @@ from crossl_edge.training.device import Placement
 
 log = logging.getLogger(__name__)
 
-MODES = ("scratch", "probe", "finetune")
+MODES = ("scratch", "probe", "finetune", "random_probe")
+#: Modes whose network starts from fresh weights seeded by FinetuneConfig.seed, not from the pretrained backbone.
+FRESH_MODES = ("scratch", "random_probe")
+#: Modes that fit only the head, by logistic regression on frozen embeddings.
+PROBE_MODES = ("probe", "random_probe")
 
 
 @dataclass
 class FinetuneConfig:
-    mode: str = "finetune"  # scratch: all weights from random; probe: frozen backbone, new head; finetune: all weights
+    # scratch: all weights from random; probe: frozen backbone, new head; finetune: all weights; random_probe: the
+    # probe on frozen *untrained* encoders (random convolutional features + logistic regression, as ROCKET does)
+    mode: str = "finetune"
     max_steps: int = 1000  # optimiser steps; with few labels an "epoch" is a handful of steps, so budget in steps
     batch_size: int = 64
     lr: float = 1e-3
@@ -43,7 +49,7 @@ class FinetuneConfig:
             raise ValueError(f"unknown fine-tuning mode {self.mode!r}; valid modes: {', '.join(MODES)}")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
-        if self.mode == "probe" and self.modality_dropout > 0:
+        if self.mode in PROBE_MODES and self.modality_dropout > 0:
             raise ValueError("a linear probe trains on fixed embeddings of all modalities: modality dropout needs "
                              "--mode finetune or scratch")
         for name in ("max_steps", "batch_size", "eval_every", "patience"):
@@ -97,6 +103,9 @@ class FitResult:
     steps: int
     seconds: float
     probe_c: float | None = None  # the linear probe's chosen inverse L2 strength
+    # mean cross-entropy of the kept weights on the validation windows: breaks ties of macro-F1 (a few labels per
+    # class on an easy validation set often put several methods at 1.0)
+    val_loss: float = math.inf
 
 
 def _fit(
@@ -215,8 +224,10 @@ def train_classifier(
     criterion = nn.CrossEntropyLoss(weight=class_weights(y_train, k).to(dev))
     m = len(net.names)
 
-    if cfg.mode == "probe":
-        return _fit_probe(net, x_train, y_train, x_val, y_val, cfg, progress)
+    if cfg.mode in PROBE_MODES:
+        fit = _fit_probe(net, x_train, y_train, x_val, y_val, cfg, progress)
+        fit.val_loss = validation_loss(net, x_val, y_val)
+        return fit
 
     if cfg.mode == "finetune":
         groups = [
@@ -239,4 +250,17 @@ def train_classifier(
     def val_fn():
         return macro_f1(y_val, predict_logits(net, x_val).argmax(1).numpy(), k)
 
-    return _fit(groups, loss_fn, val_fn, len(y_train), cfg, [net], cfg.mode, progress)
+    fit = _fit(groups, loss_fn, val_fn, len(y_train), cfg, [net], cfg.mode, progress)
+    fit.val_loss = validation_loss(net, x_val, y_val)
+    return fit
+
+
+def validation_loss(net: CroSSLNet, x_val: dict[str, torch.Tensor], y_val: np.ndarray) -> float:
+    """Mean cross-entropy of `net` on labelled windows (all modalities present)."""
+    logits = predict_logits(net, x_val).float()
+    return float(nn.functional.cross_entropy(logits, torch.as_tensor(y_val, dtype=torch.long)))
+
+
+def choose_by_validation(fits: dict[str, FitResult]) -> str:
+    """The tag of the best fit on validation: highest macro-F1, ties broken by the lower validation loss."""
+    return max(fits, key=lambda tag: (fits[tag].best_val_f1, -fits[tag].val_loss))
