@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from crossl_edge.data import load_windows
+from crossl_edge.data import NormStats, load_windows
+from crossl_edge.data.normalize import session_running_stats
 from crossl_edge.metrics import macro_f1
 from crossl_edge.personalize.embed import embed_windows
 from crossl_edge.personalize.heads import HEADS, fit_head
@@ -47,8 +48,10 @@ def candidates(quick: bool) -> list[tuple[str, float]]:
     return out
 
 
-def units(model: EdgeModel, data: str | None) -> tuple[list[tuple[str, str, dict, np.ndarray, np.ndarray, np.ndarray]], dict]:
-    """(role, name, windows, y, t_start, stream) per held-out subject or day of the bundle's split, and facts."""
+def units(model: EdgeModel, data: str | None) -> tuple[list[tuple[str, str, dict, np.ndarray, np.ndarray, np.ndarray, dict | None]], dict]:
+    """(role, name, windows, y, t_start, stream, normalization) per held-out subject or day of the bundle's split,
+    and facts. `normalization` is None, or for a bundle trained with session normalisation the running statistics
+    of the unit's own stream up to each window (what the streaming classifier standardises with live)."""
     m = model.manifest
     src = m.raw["source"]
     choice = src["split"]
@@ -70,9 +73,14 @@ def units(model: EdgeModel, data: str | None) -> tuple[list[tuple[str, str, dict
     for role, key in keys:
         idx = np.flatnonzero(field == key)
         stream = np.arange(len(idx)) if protocol.startswith("group:") else np.zeros(len(idx), dtype=int)
-        out.append((role, key, {n: ws.x[n][idx] for n in model.names}, y_all[idx], ws.t_start[idx], stream))
+        norm = None
+        if m.session_std_floor is not None:
+            training = NormStats(mean={n: m.norm_mean[n] for n in model.names}, std={n: m.norm_std[n] for n in model.names})
+            norm = session_running_stats(ws.subset(idx), np.zeros(len(idx)), training, m.session_std_floor)
+        out.append((role, key, {n: ws.x[n][idx] for n in model.names}, y_all[idx], ws.t_start[idx], stream, norm))
     cut = "per-class" if protocol.startswith("group:") else "global"
-    return out, {"dataset": dataset, "protocol": protocol, "cut": cut, "window_s": m.window_s}
+    return out, {"dataset": dataset, "protocol": protocol, "cut": cut, "window_s": m.window_s,
+                 "normalization": "global" if m.session_std_floor is None else "session"}
 
 
 def bench_bundle(path: str, ks: tuple[int, ...], data: str | None, quick: bool, repeats: int) -> dict:
@@ -84,7 +92,7 @@ def bench_bundle(path: str, ks: tuple[int, ...], data: str | None, quick: bool, 
     cands = candidates(quick)
     rows, skipped = [], []
     fit_times: dict[str, list[float]] = {f"{kind}:{c:g}": [] for kind, c in cands}
-    for role, key, windows, y, t, stream in us:
+    for role, key, windows, y, t, stream, norm in us:
         split = adaptation_split(t, y, stream, k_classes, ks, facts["window_s"], facts["cut"])
         if split is None:
             skipped.append(key)
@@ -94,7 +102,8 @@ def bench_bundle(path: str, ks: tuple[int, ...], data: str | None, quick: bool, 
         adapt, test = split
         need = np.unique(np.concatenate([test, *adapt.values()]))
         t0 = time.perf_counter()
-        g_part, base_part = embed_windows(model, {n: w[need] for n, w in windows.items()})
+        g_part, base_part = embed_windows(model, {n: w[need] for n, w in windows.items()}, normalization=None if norm is None
+                                          else {n: (mean[need], std[need]) for n, (mean, std) in norm.items()})
         embed_s = time.perf_counter() - t0
         g = np.zeros((len(y), g_part.shape[1]), np.float32)
         base = np.zeros((len(y), base_part.shape[1]), np.float32)
@@ -152,8 +161,9 @@ def markdown(results: list[dict], command: str) -> str:
              "correcting the generic logits), `logreg` (logistic regression on the global embedding alone), "
              "`prototype` (nearest class mean); `:C` is the inverse L2 strength.", ""]
     for res in results:
+        adapted = ", on session-normalised windows (per-user adaptation)" if res.get("normalization") == "session" else ""
         lines += [f"## {res['dataset']} ({res['bundle']}, {res['precision']} on {res['backend']}, "
-                  f"protocol `{res['protocol']}`, cut `{res['cut']}`)", ""]
+                  f"protocol `{res['protocol']}`, cut `{res['cut']}`{adapted})", ""]
         if res["chosen"]:
             lines.append(f"Head chosen on the validation subjects at k={res['selection_k']}: **{res['chosen']}**.")
         if res["skipped"]:

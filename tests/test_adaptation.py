@@ -100,3 +100,27 @@ def test_personalising_an_adapted_bundle_from_stored_windows_is_refused(session_
 
     with pytest.raises(PersonalizeError, match="per-user adaptation"):
         from_recording(EdgeModel(session_bundle[1], "litert"), "replay:stress-predict:S04", per_class=3, quiet=True)
+
+
+def test_embedding_with_each_windows_session_statistics_equals_the_offline_normalisation(session_bundle, datasets_root):
+    """What the personalisation benchmark does on an adapted bundle: each window standardised in the runtime with
+    its session's running statistics (session_running_stats), the same as training-time session_normalize."""
+    from crossl_edge.data.normalize import session_running_stats
+    from crossl_edge.personalize.embed import embed_windows
+
+    run, bundle = session_bundle
+    info = json.loads((run / "run.json").read_text())
+    ws = load_windows("stress-predict", datasets_root)
+    idx = np.flatnonzero(ws.subject == ws.subject[-1])[:12]
+    sub = ws.subset(idx)
+    norm = NormStats.from_dict(info["normalization"])
+    stats = session_running_stats(sub, np.zeros(len(idx)), norm)
+    offline = session_normalize(sub, np.zeros(len(idx)), norm)
+    g, base = embed_windows(EdgeModel(bundle, "litert"), sub.x, normalization=stats)
+    identity = EdgeModel(bundle, "litert")
+    for s in sub.specs:
+        identity.set_normalization(s.name, np.zeros(s.channels), np.ones(s.channels))
+    g_ref, base_ref = embed_windows(identity, offline.x)
+    assert np.allclose(g, g_ref, atol=1e-4) and np.allclose(base, base_ref, atol=1e-4)
+    g_plain, _ = embed_windows(EdgeModel(bundle, "litert"), sub.x)
+    assert np.abs(g_plain - g).max() > 1e-3  # the statistics were applied

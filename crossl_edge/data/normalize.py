@@ -164,24 +164,27 @@ def session_std_floor(training_std, fraction: float = SESSION_STD_FLOOR) -> np.n
     return np.maximum(fraction * np.asarray(training_std, dtype=np.float64), STD_FLOOR)
 
 
-def session_normalize(windowset: WindowSet, sessions: np.ndarray, norm: NormStats) -> WindowSet:
-    """Per-user adaptation without labels: every window standardised per channel with the running statistics of
-    its own session (a user, a recording day) over all samples up to the window's end, as the runtime does live
-    (`StreamingClassifier` of a bundle trained this way). Windows are taken in data order, which loaders keep in time order; a
-    window overlapping its predecessor in the same recording adds only its new samples. `norm` (training
-    statistics) only sets the std floor (SESSION_STD_FLOOR)."""
+def session_running_stats(
+    windowset: WindowSet, sessions: np.ndarray, norm: NormStats, floor_fraction: float = SESSION_STD_FLOOR
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{modality: (mean [N, C], std [N, C])}: for every window, the running per-channel statistics of its own
+    session over all samples up to the window's end, as the runtime keeps them live (`StreamingClassifier` of a
+    bundle trained with session normalisation). Windows are taken in data order, which loaders keep in time
+    order; a window overlapping its predecessor in the same recording adds only its new samples. `norm`
+    (training statistics) only sets the std floor (`floor_fraction` of the training std)."""
     norm.check(windowset)
     sessions = np.asarray(sessions)
     if len(sessions) != len(windowset):
         raise DataError(f"{len(sessions)} session ids for {len(windowset)} windows")
-    x = {s.name: np.empty_like(windowset.x[s.name], dtype=np.float32) for s in windowset.specs}
+    out = {s.name: (np.empty((len(windowset), s.channels)), np.empty((len(windowset), s.channels)))
+           for s in windowset.specs}
     t = windowset.t_start
     rec = windowset.recording_ids()
     for session in np.unique(sessions):
         idx = np.flatnonzero(sessions == session)
         for s in windowset.specs:
             stats = RunningChannelStats(s.channels)
-            floor = session_std_floor(norm.std[s.name])
+            floor = session_std_floor(norm.std[s.name], floor_fraction)
             seconds = s.window / s.sample_rate
             prev = None  # (recording, end time) of the previous window of the session
             for i in idx:
@@ -192,7 +195,17 @@ def session_normalize(windowset: WindowSet, sessions: np.ndarray, norm: NormStat
                     new = min(s.window, max(0, int(round((end - prev[1]) * s.sample_rate))))
                 stats.update(w[:, s.window - new:].T)
                 prev = (rec[i], end)
-                mean, std = stats.mean_std(floor)
-                x[s.name][i] = (w - mean[:, None]) / std[:, None]
+                out[s.name][0][i], out[s.name][1][i] = stats.mean_std(floor)
+    return out
+
+
+def session_normalize(windowset: WindowSet, sessions: np.ndarray, norm: NormStats) -> WindowSet:
+    """Per-user adaptation without labels: every window standardised per channel with the running statistics of
+    its own session (a user, a recording day) up to the window's end (`session_running_stats`)."""
+    stats = session_running_stats(windowset, sessions, norm)
+    x = {}
+    for s in windowset.specs:
+        mean, std = stats[s.name]
+        x[s.name] = ((windowset.x[s.name] - mean[:, :, None]) / std[:, :, None]).astype(np.float32)
     return WindowSet(specs=windowset.specs, x=x, y=windowset.y, subject=windowset.subject, group=windowset.group,
                      t_start=windowset.t_start, class_names=windowset.class_names)

@@ -13,9 +13,14 @@ from crossl_edge.runtime.model import EdgeModel
 def embed_windows(
     model: EdgeModel, windows: dict[str, np.ndarray], present: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
+    normalization: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(g [N, G], base logits [N, K]) of raw windows {name: [N, C, T]}, with only `present` modalities
-    (default: every modality of `windows` that the bundle has) encoded and marked present."""
+    (default: every modality of `windows` that the bundle has) encoded and marked present.
+
+    `normalization` {name: (mean [N, C], std [N, C])} standardises each window with its own statistics (a bundle
+    trained with session normalisation, given its session's running statistics up to each window); default: the
+    bundle's current ones."""
     names = [n for n in (present if present is not None else model.names) if n in windows]
     unknown = [n for n in (present or ()) if n not in model.names]
     if unknown or not names:
@@ -25,6 +30,9 @@ def embed_windows(
     g = np.empty((n, model.manifest.global_dim), dtype=np.float32)
     base = None
     for i in range(n):
+        for name, (mean, std) in (normalization or {}).items():
+            if name in names:
+                model.set_normalization(name, mean[i], std[i])
         out = model.aggregate({name: model.encode(name, windows[name][i]) for name in names})
         if base is None:
             base = np.empty((n, len(out.base_logits)), dtype=np.float32)
