@@ -250,7 +250,9 @@ def report(plan: Plan, runs: list[dict], n_classes: int, summary: list[dict]) ->
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     chosen = {b: [r["budgets"][b][DEPLOYED]["chosen"] for r in runs] for b in budgets}
     lines.append("| deployed is (per split, by validation) | " + " | ".join(", ".join(chosen[b]) for b in budgets) + " |")
-    pairs = [("crossl_probe", "supervised"), ("crossl_finetune", "supervised"), (DEPLOYED, "stats_lr"), (DEPLOYED, "minirocket")]
+    # crossl_probe − random_probe: what CroSSL pretraining adds to the same probe on the same network's random weights
+    pairs = [("crossl_probe", "supervised"), ("crossl_finetune", "supervised"), ("crossl_probe", "random_probe"),
+             (DEPLOYED, "stats_lr"), (DEPLOYED, "minirocket")]
     for a, ref in pairs:
         if not all(a in methods_of(runs, b) and ref in methods_of(runs, b) for b in budgets):
             continue

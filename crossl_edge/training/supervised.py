@@ -32,7 +32,8 @@ PROBE_MODES = ("probe", "random_probe")
 @dataclass
 class FinetuneConfig:
     # scratch: all weights from random; probe: frozen backbone, new head; finetune: all weights; random_probe: the
-    # probe on frozen *untrained* encoders (random convolutional features + logistic regression, as ROCKET does)
+    # probe on frozen *untrained* encoders (random convolutional features + logistic regression, as ROCKET does;
+    # an absent sensor reads as its training mean)
     mode: str = "finetune"
     max_steps: int = 1000  # optimiser steps; with few labels an "epoch" is a handful of steps, so budget in steps
     batch_size: int = 64
@@ -225,6 +226,8 @@ def train_classifier(
     m = len(net.names)
 
     if cfg.mode in PROBE_MODES:
+        if cfg.mode == "random_probe":
+            _absent_as_training_mean(net, x_train)
         fit = _fit_probe(net, x_train, y_train, x_val, y_val, cfg, progress)
         fit.val_loss = validation_loss(net, x_val, y_val)
         return fit
@@ -253,6 +256,24 @@ def train_classifier(
     fit = _fit(groups, loss_fn, val_fn, len(y_train), cfg, [net], cfg.mode, progress)
     fit.val_loss = validation_loss(net, x_val, y_val)
     return fit
+
+
+@torch.no_grad()
+def _absent_as_training_mean(net: CroSSLNet, x_train: dict[str, torch.Tensor], batch_size: int = 512) -> None:
+    """Set the aggregator's mask tokens to the mean normalised embedding of each modality over `x_train`.
+
+    An untrained mask token is zero, far from any real normalised embedding: a probe fitted with every sensor
+    present then reads an absent one as an extreme input (LIS, EMG alone: macro-F1 0.07). The training mean is
+    the linear analogue of what the statistics baseline does with an absent modality's columns (0 after
+    standardisation), and it lifted EMG alone to 0.28 and EMG + gyroscope from 0.30 to 0.52 on LIS's held-out
+    day (split 0, 5 labels per class). With every sensor present nothing changes. Pretrained mask tokens, which
+    CroSSL's latent masking trains, are kept."""
+    net.eval()
+    n = len(next(iter(x_train.values())))
+    total = torch.zeros_like(net.aggregator.mask_token)
+    for idx in batch_indices(n, batch_size, shuffle=False):
+        total += net.aggregator.norm(net.embed(take(x_train, idx))).sum(0)
+    net.aggregator.mask_token.copy_(total / n)
 
 
 def validation_loss(net: CroSSLNet, x_val: dict[str, torch.Tensor], y_val: np.ndarray) -> float:
