@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli.add_run_arg(p)
     p.add_argument("--model", default="model.pt", help="model file inside the run folder (default: %(default)s)")
-    p.add_argument("--data", default=None, help="data folder, if not where the run found it")
+    p.add_argument("--data", default=None, help="data folder, if not where the run found it (run.json records that)")
     p.add_argument("--all-present-only", action="store_true", help="skip the modality-subset table")
     cli.add_compute_args(p, training=False)
     return p

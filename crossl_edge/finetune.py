@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         "scored on the held-out test subjects. Writes model_<tag>.pt and model_<tag>.json.",
     )
     cli.add_run_arg(p)
-    p.add_argument("--data", default=None, help="data folder, if not where the run found it ($CROSSL_EDGE_DATA, cache)")
+    p.add_argument("--data", default=None, help="data folder, if not where the run found it (run.json records that)")
     p.add_argument(
         "--mode", default=d.mode, choices=MODES,
         help="probe: frozen pretrained backbone + a logistic regression on its standardised embeddings, C chosen on "

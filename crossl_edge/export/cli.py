@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "above it only its projection is (default: 0.1; raise it for smaller, less exact bundles)")
     p.add_argument("--verify-windows", type=int, default=None,
                    help="held-out test windows to verify on (default: all labelled test windows of the run's split)")
-    p.add_argument("--data", default=None, help="data folder, if not where the run found it ($CROSSL_EDGE_DATA, cache)")
+    p.add_argument("--data", default=None, help="data folder, if not where the run found it (run.json records that)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="warnings only")
@@ -92,10 +92,11 @@ def body(args: argparse.Namespace) -> int:
     from crossl_edge.export.programs import build_programs
     from crossl_edge.export.verify import INT8_AGREEMENT, INT8_F1_DROP, FP32_LOGIT_TOL, check_backend, torch_reference
     from crossl_edge.runtime.bundle import AGGREGATE, BACKEND_FILES, FORMAT, MANIFEST, BackendEntry, load_bundle, sha256_file
+    from crossl_edge.data import find_dataset_root
     from crossl_edge.data.normalize import SESSION_STD_FLOOR
     from crossl_edge.runtime.model import EdgeModel
     from crossl_edge.training.checkpoint import CheckpointError
-    from crossl_edge.training.runs import load_net, load_raw, prepare_for_run, read_run
+    from crossl_edge.training.runs import load_net, load_raw, prepare_for_run, read_run, run_data_root
 
     unknown = set(args.backends) - set(BACKEND_CHOICES)
     if unknown or not args.backends:
@@ -121,7 +122,8 @@ def body(args: argparse.Namespace) -> int:
         raise ValueError(f"{out} exists and is not a bundle; pick another --out")
 
     t0 = time.perf_counter()
-    raw = load_raw(info.choice, args.data)
+    data_root = run_data_root(info, args.data)  # --data, else where the run found its data (run.json)
+    raw = load_raw(info.choice, data_root)
     prep = prepare_for_run(info, raw=raw)
     rng = np.random.default_rng(args.seed)
     calib_idx = np.sort(rng.choice(prep.train, size=min(args.calibration_windows, len(prep.train)), replace=False))
@@ -158,7 +160,7 @@ def body(args: argparse.Namespace) -> int:
         "normalization": info.norm.to_dict(),
         "session_normalization": {"std_floor_fraction": SESSION_STD_FLOOR} if info.choice.normalization == "session" else None,
         "window_s": info.specs[0].window_seconds,
-        "hop_s": run_hop_s(info, args.data),
+        "hop_s": run_hop_s(info, data_root),
         "embed_dim": info.model_cfg.encoder.embed_dim,
         "global_dim": net.aggregator.feature_dim,
         "precision": precision,
@@ -221,7 +223,10 @@ def body(args: argparse.Namespace) -> int:
         staging.rename(out)
     sizes = ", ".join(f"{b} {e.bytes / 1024:.1f} KiB" for b, e in entries.items())
     print(f"bundle {out} ({precision}; {sizes}) written and verified in {time.perf_counter() - t0:.1f} s")
-    print(f"run it: python -m crossl_edge.run --bundle {out} --source replay:{info.choice.dataset}:<subject>")
+    held_out = manifest["source"]["test_subjects"]
+    where = "" if info.choice.dataset != "byo" else f" --data {find_dataset_root('byo', data_root, download=False)}"
+    print(f"run it: python -m crossl_edge.run --bundle {out} --source replay:{info.choice.dataset}:"
+          f"{held_out[0] if held_out else '<subject>'}{where}   (a held-out subject of the run)")
     return 0
 
 
