@@ -106,6 +106,8 @@ def body(args: argparse.Namespace) -> int:
     disconnected: set[str] = set()
     try:
         for chunk in source.chunks():
+            if chunk.first and chunk.recording > 0:  # the next recording: a new stream, predicted from its first window
+                stream.restart()
             for name, x, t0 in chunk.pushes:
                 outage = next((o for o in outages if o.covers(name, t0)), None)
                 if outage is None:
