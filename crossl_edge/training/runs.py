@@ -325,16 +325,17 @@ def save_model(
     )
 
 
-def record_metrics(run_dir: Path, key: str, scores: dict[str, float], test_windows: int) -> None:
+def record_metrics(run_dir: Path, key: str, scores: dict[str, float], test_windows: int, **extra) -> None:
     """Add or update one entry of <run>/metrics.json, keeping the others. When `key` names a model file of the
     run, the entry records its sha256, and scores of the same file on the same test windows are merged into the
-    entry (an all-present-only evaluation keeps the per-subset scores stored before it); anything else replaces it."""
+    entry (an all-present-only evaluation keeps the per-subset scores stored before it); anything else replaces it.
+    `extra` fields (a reference's method and label budget) are stored in the entry as they are."""
     from crossl_edge.runtime.bundle import sha256_file
 
     path = Path(run_dir) / "metrics.json"
     metrics = load_json(path) if path.is_file() else {}
     model = Path(run_dir) / key
-    entry = {"test_windows": int(test_windows), "macro_f1": dict(scores)}
+    entry = {"test_windows": int(test_windows), "macro_f1": dict(scores), **extra}
     if model.is_file():
         entry["model_sha256"] = sha256_file(model)
         old = metrics.get(key, {})
