@@ -3,8 +3,8 @@
 `bundle_rig` gives a bundle every modality it needs from a held-out subject of its own data set, each
 through the kind of sensor that would carry it: ACC (and ECG, at 130 Hz) from a Polar H10 over BLE, EMG and EDA from a
 BITalino over a serial port, anything else (BVP, temperature, gyroscope...) from a CXF board over a
-serial port; `lsl_rig` publishes them over Lab Streaming Layer instead. `soak_rig` is the issue's soak set: BITalino EMG at 1 kHz (serial), Polar ACC at 100 Hz
-(BLE) and a CXF board with EDA at 10 Hz (serial). `ledger()` compares what every sensor model sent with
+serial port; `lsl_rig` publishes them over Lab Streaming Layer instead. `soak_rig` is the issue's soak set:
+BITalino EMG at 1 kHz (serial), Polar ACC at 100 Hz (BLE) and a CXF board with EDA at 10 Hz (serial). `ledger()` compares what every sensor model sent with
 what its device delivered and counted as lost.
 """
 
