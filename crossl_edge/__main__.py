@@ -11,6 +11,7 @@ VERBS = {
     "pretrain": "CroSSL pretraining of encoders and aggregator",
     "finetune": "train a classifier from few labels (probe, fine-tune, or from scratch)",
     "evaluate": "test macro-F1 with every subset of sensors present",
+    "baseline": "a reference (statistics + LR, or MiniRocket) on a run's own split and label budget",
     "export": "int8/fp32 edge bundle for ExecuTorch and LiteRT, verified against PyTorch",
     "personalize": "fit a new head on a few labelled windows of one user, on the device (no torch)",
     "run": "stream a replay, live sensors (--device) or simulated ones (--simulate) through the torch-free runtime",

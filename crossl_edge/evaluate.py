@@ -14,21 +14,44 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m crossl_edge.evaluate",
         description="Score a model of a run folder on its held-out test windows: macro-F1 with all modalities and with "
         "every non-empty subset (absent modalities masked as the runtime masks disconnected sensors). "
-        "Adds the scores to <run>/metrics.json.",
+        "Adds the scores to <run>/metrics.json and shows them beside those of the references fitted on the run "
+        "(python -m crossl_edge.baseline).",
     )
     cli.add_run_arg(p)
     p.add_argument("--model", default="model.pt", help="model file inside the run folder (default: %(default)s)")
-    p.add_argument("--data", default=None, help="data folder, if not where the run found it")
+    p.add_argument("--data", default=None, help="data folder, if not where the run found it (run.json records that)")
     p.add_argument("--all-present-only", action="store_true", help="skip the modality-subset table")
     cli.add_compute_args(p, training=False)
     return p
 
 
-def format_table(scores: dict[str, float]) -> str:
-    width = max(len(k) for k in scores)
-    lines = [f"{'modalities present':<{width}}  macro-F1", f"{'-' * width}  --------"]
-    lines += [f"{k:<{width}}  {v:8.3f}" for k, v in scores.items()]
+def format_table(columns: dict[str, dict[str, float]], names: Sequence[str] = ()) -> str:
+    """Macro-F1 per subset of modalities present (rows: largest first, in the order of `names`, the run's
+    modalities) for each model or reference (columns); '-' where a column has no score for a subset."""
+    from crossl_edge.spec import modality_subsets
+
+    given = list(dict.fromkeys(k for scores in columns.values() for k in scores))
+    ordered = ["+".join(s) for s in modality_subsets(tuple(names))] if names else []
+    rows = [k for k in ordered if k in given] + [k for k in given if k not in ordered]
+    width = max(len("modalities present"), *(len(k) for k in rows))
+    widths = [max(len(name), 8) for name in columns]
+    lines = [f"{'modalities present':<{width}}  " + "  ".join(f"{n:>{w}}" for n, w in zip(columns, widths)),
+             f"{'-' * width}  " + "  ".join("-" * w for w in widths)]
+    for k in rows:
+        cells = [f"{scores[k]:{w}.3f}" if k in scores else f"{'-':>{w}}" for scores, w in zip(columns.values(), widths)]
+        lines.append(f"{k:<{width}}  " + "  ".join(cells))
     return "\n".join(lines)
+
+
+def references(run: Path, test_windows: int) -> dict[str, dict[str, float]]:
+    """The references (`python -m crossl_edge.baseline`) stored in <run>/metrics.json, scored on the same number of
+    test windows (the same split), by metrics key."""
+    from crossl_edge.training.checkpoint import load_json
+
+    path = run / "metrics.json"
+    metrics = load_json(path) if path.is_file() else {}
+    return {k: v["macro_f1"] for k, v in sorted(metrics.items())
+            if v.get("reference") and v.get("test_windows") == test_windows}
 
 
 def body(args: argparse.Namespace) -> int:
@@ -50,8 +73,13 @@ def body(args: argparse.Namespace) -> int:
     scores = heldout_scores(net, prep, all_subsets=not args.all_present_only)
     n_test = len(prep.labelled(prep.test))
     record_metrics(run, args.model, scores, n_test)
-    print(f"{path} on {n_test} held-out test windows ({info.choice.dataset}):")
-    print(format_table(scores))
+    refs = references(run, n_test)
+    print(f"{path} on {n_test} held-out test windows ({info.choice.dataset})"
+          + (", beside the references fitted on the run's split (python -m crossl_edge.baseline):" if refs else ":"))
+    print(format_table({args.model: scores, **refs}, [s.name for s in info.specs]))
+    if not refs:
+        print(f"(python -m crossl_edge.baseline --run {run} fits window statistics + logistic regression on the same "
+              "split and label budget; its scores then show here)")
     return 0
 
 

@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         "scored on the held-out test subjects. Writes model_<tag>.pt and model_<tag>.json.",
     )
     cli.add_run_arg(p)
-    p.add_argument("--data", default=None, help="data folder, if not where the run found it ($CROSSL_EDGE_DATA, cache)")
+    p.add_argument("--data", default=None, help="data folder, if not where the run found it (run.json records that)")
     p.add_argument(
         "--mode", default=d.mode, choices=MODES,
         help="probe: frozen pretrained backbone + a logistic regression on its standardised embeddings, C chosen on "
@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--modality-dropout", type=float, default=d.modality_dropout,
         help="probability of hiding each modality per training window, so the model copes with absent sensors (default: %(default)s)",
     )
-    p.add_argument("--steps", type=int, default=d.max_steps, help="maximum optimiser steps (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="maximum optimiser steps (default: auto, about 100 passes over the labelled windows, "
+                   "300 to 1000; the command prints the budget it chose and how long a step takes)")
     p.add_argument("--lr", type=float, default=d.lr, help="head learning rate (default: %(default)s)")
     p.add_argument(
         "--backbone-lr-scale", type=float, default=d.backbone_lr_scale,
@@ -61,15 +63,11 @@ def body(args: argparse.Namespace) -> int:
         label_budget, load_net, prepare_for_run, publish_default_model, read_run, record_metrics, save_model,
         train_and_score,
     )
-    from crossl_edge.training.supervised import FRESH_MODES, FinetuneConfig
+    from crossl_edge.training.supervised import FRESH_MODES, PROBE_MODES, FinetuneConfig, auto_steps
 
     fraction = args.label_fraction
     if fraction is None and args.labels_per_class is None:
         fraction = 0.1
-    cfg = FinetuneConfig(
-        mode=args.mode, max_steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        backbone_lr_scale=args.backbone_lr_scale, modality_dropout=args.modality_dropout, seed=args.seed,
-    )
     run = Path(args.run)
     info = read_run(run)
     placement = place(args.device, amp=not args.no_amp)
@@ -81,6 +79,15 @@ def body(args: argparse.Namespace) -> int:
     else:
         backbone = load_net(run / "backbone.pt", info)
     idx = label_budget(prep, fraction, args.labels_per_class, args.label_seed)
+    steps = args.steps if args.steps is not None else auto_steps(len(idx), args.batch_size)
+    cfg = FinetuneConfig(
+        mode=args.mode, max_steps=steps, batch_size=args.batch_size, lr=args.lr,
+        backbone_lr_scale=args.backbone_lr_scale, modality_dropout=args.modality_dropout, seed=args.seed,
+    )
+    if args.mode not in PROBE_MODES:
+        print(f"{args.mode}: {len(idx)} labelled windows, up to {steps} optimiser steps of {min(args.batch_size, len(idx))} "
+              + ("(--steps)" if args.steps is not None else "(auto: about 100 passes over them; --steps to change)")
+              + f", validation every {cfg.eval_every} steps", flush=True)
     net, result, scores = train_and_score(backbone, prep, idx, cfg, placement, progress=not args.quiet)
     budget = f"{fraction:g}" if fraction is not None else f"{args.labels_per_class}pc"
     tag = args.tag or f"{args.mode}_{budget}" + (f"_md{args.modality_dropout:g}" if args.modality_dropout else "")

@@ -1,6 +1,7 @@
 """Live sensors (`--device`) or their simulators (`--simulate`) through the bridge into the runtime.
 
-Used by `python -m crossl_edge.run`; numpy, pyserial and bleak only (bleak only for BLE devices), never torch.
+Used by `python -m crossl_edge.run`; numpy, pyserial and bleak only (bleak only for BLE devices, pylsl only for
+LSL streams and `--lsl-out`), never torch.
 `--simulate` builds sensors for every modality of the bundle from one of its held-out subjects (see
 firmware_bridge.simulators.rig), reaches them through the same `--device` strings a user would type, and
 takes two of them away for a while: the Polar strap goes out of BLE range and the BITalino's serial port is
@@ -79,10 +80,22 @@ def run_live(args: argparse.Namespace, model) -> int:
             used = {n for link in links for n in link.device.streams}
             recorder = Recorder(args.record, [s for s in m.specs if s.name in used])
             print(f"recording {', '.join(s for s in recorder.specs)} to {args.record} (BYO format, unlabelled)")
+        outlet, taps = None, []
+        if args.lsl_out:
+            from firmware_bridge.lsl import PredictionOutlet, RawOutlets, clock_to_lsl
+
+            outlet = PredictionOutlet(args.lsl_out, m.class_names, model.names, clock_to_lsl(clock))
+            if args.lsl_raw:
+                streams = {n: info for link in links for n, info in link.device.streams.items()}
+                taps.append(RawOutlets(f"{args.lsl_out}-raw", streams, clock_to_lsl(clock)))
+            print(f"publishing predictions as the LSL stream {args.lsl_out!r}" + (
+                f", and {', '.join(f'{args.lsl_out}-raw-{n}' for n in taps[0].outlets)}" if taps else ""))
         out = open(args.out, "w") if args.out else None
         start = 0.0 if args.simulate else clock()
 
         def on_prediction(p) -> None:
+            if outlet is not None:
+                outlet.push(p)
             if out:
                 out.write(json.dumps({**p.to_dict(m.class_names), "t": round(p.t - start, 3)}) + "\n")
             if not args.quiet:
@@ -93,7 +106,7 @@ def run_live(args: argparse.Namespace, model) -> int:
                 print(f"t={e.t - start:7.1f}s  [{e.device}] {e.state}" + (f": {e.detail}" if e.detail else ""), flush=True)
 
         hub = Hub(links, stream, recorder, clock, stall_after_s=args.absent_after, on_prediction=on_prediction,
-                  on_event=on_event)
+                  on_event=on_event, taps=taps)
         duration = args.duration if args.duration is not None else (SIMULATE_DURATION_S if args.simulate else None)
         print(f"{m.name}: {m.precision} on {model.backend}; a prediction every {stream.hop_s:g} s from "
               f"{m.window_s:g} s windows" + (f"; {duration:g} s" if duration else "; Ctrl-C stops") + "; "

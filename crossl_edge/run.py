@@ -4,7 +4,8 @@ The on-device loop. A replayed real recording streams through the torch-free run
 predictions against the true labels and a running macro-F1; modalities can be taken away and given back
 (--drop, --stall) to watch the runtime skip their encoders. Live sensors come through firmware_bridge
 (`--device`, see firmware_bridge/config.py for the syntax), or simulated ones that speak the same bytes
-(`--simulate`, crossl_edge/live.py).
+(`--simulate`, crossl_edge/live.py), or Lab Streaming Layer streams (`--device lsl:...`); `--lsl-out` publishes the
+predictions (and `--lsl-raw` the bridged streams) over LSL.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--device", action="append", metavar="KIND:ADDRESS[,OPTIONS]",
                       help="a live sensor, repeatable: bitalino:/dev/rfcomm0,rate=1000,A1=emg:emg,A3=eda:eda | "
                       "bitalino-ble:<addr> | polar:<addr>[,acc=100] | cxf:<port>,<id>=<stream>:<channels>@<rate> | "
-                      "cxf-ble:<addr>,... (see the README)")
+                      "cxf-ble:<addr>,... | lsl:<stream name or type>[,map=acc:0-2+eda:3][,seq=<channel>] (see the "
+                      "README)")
     what.add_argument("--simulate", action="store_true",
                       help="simulated sensors for every modality of the bundle, replaying a held-out subject, with "
                       "a sensor taken away and given back")
@@ -58,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop a modality's samples without a disconnect (detected after --absent-after); repeatable")
     p.add_argument("--data", default=None, help="data folder (default: $CROSSL_EDGE_DATA, then the cache)")
     p.add_argument("--out", default=None, help="also write every prediction as JSON lines to this file")
+    p.add_argument("--lsl-out", default=None, metavar="NAME",
+                   help="also publish every prediction as the Lab Streaming Layer stream NAME (irregular rate, float32: "
+                   "the class probabilities, then 1/0 per modality present; stamped with the LSL time of the window's "
+                   "end); needs pylsl (the lsl extra)")
+    p.add_argument("--lsl-raw", action="store_true",
+                   help="with --lsl-out and --device/--simulate: also re-publish every bridged sensor stream as the LSL "
+                   "stream NAME-raw-<stream> (its device rate, physical units), for LabRecorder")
     p.add_argument("--quiet", action="store_true", help="only the summary")
     return p
 
@@ -72,6 +81,8 @@ def body(args: argparse.Namespace) -> int:
 
     if args.speed is not None and args.speed < 0:
         raise ValueError(f"--speed must be >= 0, got {args.speed}")
+    if args.lsl_raw and not args.lsl_out:
+        raise ValueError("--lsl-raw names its streams after --lsl-out NAME: give both")
     if args.source is None:
         if args.drop or args.stall:
             raise ValueError("--drop/--stall act on replays (--source); a live sensor is taken away by unplugging it")
@@ -80,8 +91,8 @@ def body(args: argparse.Namespace) -> int:
         from crossl_edge.live import run_live
 
         return run_live(args, EdgeModel(args.bundle, args.backend, args.runtime_threads))
-    if args.record or args.subject:
-        raise ValueError("--record and --subject go with --device/--simulate, not with --source")
+    if args.record or args.subject or args.lsl_raw:
+        raise ValueError("--record, --subject and --lsl-raw go with --device/--simulate, not with --source")
     args.speed = args.speed or 0.0
     dataset, key = parse_source(args.source)
     outages = [Outage.parse(t, "disconnect") for t in args.drop] + [Outage.parse(t, "stall") for t in args.stall]
@@ -101,11 +112,22 @@ def body(args: argparse.Namespace) -> int:
           f"{source.duration:.0f} s; a prediction every {stream.hop_s:g} s from {m.window_s:g} s windows; "
           + stream.describe_normalization())
 
+    outlet = None
+    if args.lsl_out:
+        from firmware_bridge.lsl import PredictionOutlet, pylsl
+
+        lsl0, speed = pylsl().local_clock(), args.speed  # stream time t is played at lsl0 + t / speed
+        outlet = PredictionOutlet(args.lsl_out, m.class_names, model.names,
+                                  (lambda t: lsl0 + t / speed) if speed > 0 else (lambda t: pylsl().local_clock()))
+        print(f"publishing predictions as the LSL stream {args.lsl_out!r}"
+              + ("" if speed > 0 else " (at --speed 0 each is stamped when it is made)"))
     out = open(args.out, "w") if args.out else None
     y_true, y_pred, lines, start = [], [], 0, time.perf_counter()
     disconnected: set[str] = set()
     try:
         for chunk in source.chunks():
+            if chunk.first and chunk.recording > 0:  # the next recording: a new stream, predicted from its first window
+                stream.restart()
             for name, x, t0 in chunk.pushes:
                 outage = next((o for o in outages if o.covers(name, t0)), None)
                 if outage is None:
@@ -125,6 +147,8 @@ def body(args: argparse.Namespace) -> int:
                     out.write(json.dumps({**p.to_dict(m.class_names), "true": m.class_names[truth] if truth >= 0 else None,
                                           "running_macro_f1": round(f1, 4) if y_true else None},
                                          allow_nan=False) + "\n")
+                if outlet is not None:
+                    outlet.push(p)
                 if not args.quiet:
                     print(format_line(p, truth, m.class_names, f1))
                 lines += 1

@@ -6,6 +6,8 @@
     polar:<address>[,acc=HZ][,ecg=<stream>]                      Polar H10 PMD; ACC (25/50/100/200 Hz) as stream "acc"
     cxf:<port>[,baud=N],<id>=<stream>:<channels>@<rate>[*<scale>]...   a CXF board (FRAME_FORMAT.md) over serial
     cxf-ble:<address>,<id>=<stream>:<channels>@<rate>[*<scale>]...     a CXF board over BLE (Nordic UART)
+    lsl:<stream name or type>[,map=<stream>:<channels>[+...]][,seq=<channel>][,dejitter=1][,timeout=<s>]
+                                                                 a Lab Streaming Layer stream (firmware_bridge/lsl.py)
 
 Addresses may hold colons (BLE MACs); options are comma-separated after them. A stream's name is the
 bundle modality it feeds (e.g. eda); other names are counted and recorded only.
@@ -18,7 +20,7 @@ import re
 from firmware_bridge.devices import BitalinoDevice, CxfDevice, DeviceError, PolarDevice, StreamInfo
 from firmware_bridge.links import BleLink, Link, SerialLink
 
-KINDS = ("bitalino", "bitalino-ble", "polar", "cxf", "cxf-ble")
+KINDS = ("bitalino", "bitalino-ble", "polar", "cxf", "cxf-ble", "lsl")
 _CXF_STREAM = re.compile(r"^(?P<name>[a-z0-9_]+):(?P<channels>\d+)@(?P<rate>[0-9.]+)(?:\*(?P<scale>[-0-9.eE+]+))?$")
 
 
@@ -36,6 +38,14 @@ def parse_device(text: str, clock=None, backend: type | None = None) -> Link:
             raise DeviceError(f"--device {text!r}: option {o!r} is not key=value")
         opts[key] = value
     name = kind.split("-")[0]
+    if name == "lsl":  # resolved now: its channels and rate fix the streams it feeds
+        from firmware_bridge.lsl import lsl_link
+
+        link = lsl_link(text, address, opts, clock)
+        if opts:
+            raise DeviceError(f"--device {text!r}: unknown options {', '.join(sorted(opts))} for lsl; known: map, "
+                              "seq, dejitter, timeout")
+        return link
     kw = {"clock": clock} if clock is not None else {}
     ble = kind.endswith("-ble") or kind == "polar"
     try:

@@ -56,7 +56,9 @@ class Hub:
     def __init__(self, links: list[Link], classifier=None, recorder: Recorder | None = None,
                  clock: Callable[[], float] = time.monotonic, stall_after_s: float = 2.0,
                  on_prediction: Callable | None = None, on_event: Callable[[Event], None] | None = None,
-                 rotate_s: float = 300.0) -> None:
+                 rotate_s: float = 300.0, taps: list | None = None) -> None:
+        """taps: objects with push(stream, samples, t0) that get every batch as its device delivered it (its
+        rate, before resampling), e.g. firmware_bridge.lsl.RawOutlets."""
         self.links = links
         self.classifier = classifier
         self.recorder = recorder
@@ -65,6 +67,7 @@ class Hub:
         self.on_prediction = on_prediction
         self.on_event = on_event
         self.rotate_s = rotate_s
+        self.taps = list(taps or [])
         self.events: list[Event] = []
         self.states: dict[str, str] = {}
         self.latencies_s: list[float] = []
@@ -105,6 +108,8 @@ class Hub:
         for b in batches:
             st = self.streams[b.stream]
             st.last_arrival = b.arrival
+            for tap in self.taps:
+                tap.push(b.stream, b.samples, b.t0)
             if st.stalled:
                 st.stalled = False
                 self._event(device.name, "resumed", b.stream)

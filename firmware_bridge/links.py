@@ -115,14 +115,17 @@ class Link:
         self._stop.set()
 
     def _feed(self, data: bytes, source: str | None = None) -> list[Batch]:
-        """The device's batches for bytes just read; a device that raises (a bug: parsers raise nothing for bad
-        bytes) costs those bytes, counted and logged, never the link or the callback that delivered them."""
+        """The device's batches for bytes just read (see `_guarded`)."""
+        return self._guarded(lambda arrival: self.device.feed(data, arrival, source), f"{len(data)} bytes")
+
+    def _guarded(self, handle: Callable[[float], list[Batch]], what: str) -> list[Batch]:
+        """`handle(arrival time)`'s batches; a device that raises (a bug: parsers raise nothing for bad input)
+        costs `what` it was handling, counted and logged, never the link or the callback that delivered it."""
         try:
-            batches = self.device.feed(data, self.clock(), source)
+            batches = handle(self.clock())
         except Exception:
             self.device.counters.callback_errors += 1
-            log.exception("%s: handling %d bytes failed; they are dropped and the link stays up", self.device.name,
-                          len(data))
+            log.exception("%s: handling %s failed; they are dropped and the link stays up", self.device.name, what)
             return []
         self._check_diagnosis()
         return _stamped(batches)

@@ -21,6 +21,11 @@ REQUIRED = ("stress-predict", "lis-emg-imu")
 def pytest_configure(config: pytest.Config) -> None:
     if not os.environ.get("CROSSL_EDGE_DATA") and DEFAULT_DATA.is_dir():
         os.environ["CROSSL_EDGE_DATA"] = str(DEFAULT_DATA)
+    # Lab Streaming Layer tests stay on this machine (loopback only) and in a session of their own, so tests running
+    # beside each other never see each other's streams; subprocesses inherit it (LSLAPICFG)
+    from firmware_bridge.lsl import keep_on_this_machine
+
+    keep_on_this_machine("crossl-edge-tests")
 
 
 @pytest.fixture(scope="session", autouse=True)

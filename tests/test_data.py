@@ -673,3 +673,35 @@ def test_data_layer_does_not_import_torch() -> None:
 
     code = "import sys, crossl_edge.data; sys.exit(1 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_byo_unknown_keys_are_refused_naming_them_and_the_known_ones(tmp_path: Path) -> None:
+    """Issue 16 stumble 5: a key the loader does not know was silently ignored ("window" inside a modality,
+    as the README's own example had it). The README's example is the one a new user copies: it must load."""
+    import json
+    import re
+
+    from crossl_edge.data.byo import read_byo_config
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = json.loads(re.search(r"### Bring your own sensors.*?```json\n(.*?)```", readme, re.S).group(1))
+    (tmp_path / "readme").mkdir()
+    (tmp_path / "readme" / "dataset.json").write_text(json.dumps(example))
+    config = read_byo_config(tmp_path / "readme")
+    assert [s.window for s in config.specs] == [500, 40]  # from window_s: 10 s at 50 Hz and at 4 Hz
+
+    for name, change, message in [
+        ("window", lambda d: d["modalities"][0].update(window=1),
+         r"modalities\[0\] \('acc'\) has unknown keys \['window'\] \(the window length is dataset.json's window_s.*"
+         r"known keys of a modality are name, kind, channels, sample_rate, units, channel_names"),
+        ("rate", lambda d: d["modalities"][1].update(rate=4),
+         r"modalities\[1\] \('eda'\) has unknown keys \['rate'\]; the known keys of a modality are name, kind"),
+        ("top", lambda d: d.update(windows_s=10),
+         r"unknown keys \['windows_s'\]; the known keys are modalities, class_names, window_s, hop_s"),
+    ]:
+        d = json.loads(json.dumps(example))
+        change(d)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "dataset.json").write_text(json.dumps(d))
+        with pytest.raises(DataError, match=message):
+            read_byo_config(tmp_path / name)

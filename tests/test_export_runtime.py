@@ -153,6 +153,38 @@ def test_replay_command_end_to_end_on_a_real_recording(int8_bundle, heldout, tmp
     assert 0.0 <= rows[-1]["running_macro_f1"] <= 1.0
 
 
+@pytest.fixture(scope="module")
+def one_window_recordings(heldout, fp32_bundle, tmp_path_factory):
+    """A BYO folder of 7 recordings of one held-out subject, each exactly one window long (as LIS gestures are)."""
+    from crossl_edge.data.byo import save_byo_dataset, save_byo_recording
+    from crossl_edge.data.types import Recording
+
+    m = load_bundle(fp32_bundle).manifest
+    folder = tmp_path_factory.mktemp("one-window")
+    save_byo_dataset(folder, m.specs, ["rest", "stress"], window_s=m.window_s)
+    for k, i in enumerate(range(0, 63, 9)):  # 7 held-out windows, labelled
+        signals = {n: heldout["raw"][n][i] for n in heldout["names"]}
+        labels = np.full(int(m.window_s), int(heldout["y"][i]))
+        save_byo_recording(folder / f"gesture{k}.npz", Recording("G1", signals, {s.name: s.sample_rate for s in m.specs},
+                                                                labels, 1.0))
+    return folder
+
+
+@pytest.mark.parametrize("hop", [None, "3", "7", "20"])
+def test_replay_scores_every_recording_whatever_the_hop(fp32_bundle, one_window_recordings, hop, tmp_path, caplog):
+    """Issue 16 stumble 3: with recordings exactly one window long, the 5 s pause between them put every second
+    recording's only window off the prediction grid ("no sensor present", a gap warning per modality)."""
+    from crossl_edge import run
+
+    out = tmp_path / "p.jsonl"
+    assert run.main(["--bundle", str(fp32_bundle), "--source", "replay:byo:G1", "--data", str(one_window_recordings),
+                     "--backend", "litert", "--quiet", "--out", str(out), *(["--hop", hop] if hop else [])]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 7 and all(r["state"] == OK and r["true"] is not None for r in rows), rows  # one per recording
+    assert [r["t"] for r in rows] == [10.0 + 15.0 * k for k in range(7)]  # each at its recording's window end
+    assert "gap in the stream" not in caplog.text
+
+
 def _stream_windows(stream: StreamingClassifier, raw: dict, names, i: int, t0: float = 0.0) -> None:
     for name in names:
         stream.push(name, raw[name][i].T, t0)
@@ -276,3 +308,29 @@ def test_commands_explain_user_errors(run_dir, int8_bundle, tmp_path, capsys):
     assert run.main(["--bundle", str(int8_bundle), "--source", "replay:stress-predict:S04",
                      "--backend", "tflite-runtime"]) == 2
     assert "not installed" in capsys.readouterr().err
+
+
+def test_an_interrupted_export_leaves_no_partial_bundle(run_dir, tmp_path):
+    """Issue 16 stumble 6: a failed export left `<out>.partial/` behind. Ctrl-C while the programs are lowered
+    (a real interrupt of a real export) removes it, says so, and publishes nothing."""
+    import signal
+    import time
+
+    out = tmp_path / "bundle"
+    partial = tmp_path / "bundle.partial"
+    proc = subprocess.Popen([sys.executable, "-m", "crossl_edge.export", "--run", str(run_dir), "--out", str(out),
+                             "--backends", "litert", "--verify-windows", "50", "--threads", "1"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not partial.is_dir() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert partial.is_dir(), "the export never created its staging folder"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert f"the half-written {partial} was removed; no bundle was published" in err
+    assert not partial.exists() and not out.exists()

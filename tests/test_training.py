@@ -118,6 +118,8 @@ def test_checkpoint_for_other_modalities_is_refused(datasets_root, tmp_path):
     prep = prepare(choice, datasets_root)
     run_pretraining(tmp_path / "a", prep, ModelConfig(), PretrainConfig(epochs=0), CPU, False)
     info = read_run(tmp_path / "a")
+    # run.json says where the data came from, so later steps find it without --data (issue 16 stumble 7)
+    assert info.data_source == {"folder": str((datasets_root / "stress-predict").resolve()), "from": f"--data {datasets_root}"}
     other = CroSSLNet(prep.ws.specs[:1], 2)  # eda only
     save_net(tmp_path / "other.pt", other)
     with pytest.raises(CheckpointError, match=r"made for modalities \['eda'\]"):

@@ -76,3 +76,12 @@ def test_configs_refuse_bad_values():
     with pytest.raises(ValueError, match="modality dropout needs"):
         FinetuneConfig(mode="probe", modality_dropout=0.2)
     assert PretrainConfig.from_dict(PretrainConfig().to_dict()) == PretrainConfig()
+
+
+def test_auto_step_budget_follows_the_labelled_windows():
+    """Issue 16 stumble 8: 1,000 steps over a handful of labelled windows took minutes for nothing."""
+    from crossl_edge.training.supervised import auto_steps
+
+    assert auto_steps(8, 64) == 300  # 100 passes are 100 steps of the 8 windows: the floor (early stopping's patience)
+    assert auto_steps(200, 64) == 313  # ceil(100 * 200 / 64)
+    assert auto_steps(640, 64) == 1000 and auto_steps(22_000, 64) == 1000  # a large set keeps the old budget

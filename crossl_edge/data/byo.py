@@ -14,8 +14,9 @@ A BYO data set is a folder:
         group                 optional string scalar, e.g. the recording day (default "")
         meta                  optional JSON string (a dict) kept in Recording.meta
 
-A ModalitySpec dict is {"name", "kind", "channels", "sample_rate", "units", "channel_names"}; a "window"
-in it is ignored (windowing sets it from window_s). Sample 0 of every modality is time 0: align your
+A modality is {"name", "kind", "channels", "sample_rate", "units", "channel_names"} (units and channel_names
+optional). Any other key is refused, naming it and the known ones: a "window" there would be silently
+overridden, since the window length is one for all modalities, `window_s` in seconds. Sample 0 of every modality is time 0: align your
 streams before saving. Every modality keeps its own rate; nothing is resampled. NaN/inf are refused (cut
 the recording at a dropout instead). An empty class_names list means an unlabelled data set
 (pretraining only).
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 DATASET_JSON = "dataset.json"
 _RATE = "__rate"
 _OPTIONAL = ("labels", "labels" + _RATE, "subject", "group", "meta")
+#: the keys of dataset.json, and of one of its modalities (a ModalitySpec less its window: window_s sets it)
+DATASET_KEYS = ("modalities", "class_names", "window_s", "hop_s")
+MODALITY_KEYS = ("name", "kind", "channels", "sample_rate", "units", "channel_names")
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,9 @@ def read_byo_config(folder: str | Path) -> ByoConfig:
         raise DataError(f"{path} is not valid JSON: {e}") from e
     if not isinstance(d, dict):
         raise DataError(f"{path} must hold a JSON object")
-    unknown = set(d) - {"modalities", "class_names", "window_s", "hop_s"}
+    unknown = set(d) - set(DATASET_KEYS)
     if unknown:
-        raise DataError(f"{path}: unknown keys {sorted(unknown)}; valid: modalities, class_names, window_s, hop_s")
+        raise DataError(f"{path}: unknown keys {sorted(unknown)}; the known keys are {', '.join(DATASET_KEYS)}")
     mods = d.get("modalities")
     if not isinstance(mods, list) or not mods:
         raise DataError(f"{path}: 'modalities' must be a non-empty list of ModalitySpec dicts")
@@ -91,6 +95,12 @@ def read_byo_config(folder: str | Path) -> ByoConfig:
     for i, m in enumerate(mods):
         if not isinstance(m, dict):
             raise DataError(f"{path}: modalities[{i}] must be an object, got {m!r}")
+        unknown = set(m) - set(MODALITY_KEYS)
+        if unknown:
+            hint = (" (the window length is dataset.json's window_s, in seconds, the same for every modality)"
+                    if "window" in unknown else "")
+            raise DataError(f"{path}: modalities[{i}] ({m.get('name', '?')!r}) has unknown keys {sorted(unknown)}{hint}; "
+                            f"the known keys of a modality are {', '.join(MODALITY_KEYS)}")
         try:
             spec = ModalitySpec.from_dict({**m, "window": 1})
             if window_s is not None:

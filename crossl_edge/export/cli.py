@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "above it only its projection is (default: 0.1; raise it for smaller, less exact bundles)")
     p.add_argument("--verify-windows", type=int, default=None,
                    help="held-out test windows to verify on (default: all labelled test windows of the run's split)")
-    p.add_argument("--data", default=None, help="data folder, if not where the run found it ($CROSSL_EDGE_DATA, cache)")
+    p.add_argument("--data", default=None, help="data folder, if not where the run found it (run.json records that)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="warnings only")
@@ -92,10 +92,11 @@ def body(args: argparse.Namespace) -> int:
     from crossl_edge.export.programs import build_programs
     from crossl_edge.export.verify import INT8_AGREEMENT, INT8_F1_DROP, FP32_LOGIT_TOL, check_backend, torch_reference
     from crossl_edge.runtime.bundle import AGGREGATE, BACKEND_FILES, FORMAT, MANIFEST, BackendEntry, load_bundle, sha256_file
+    from crossl_edge.data import find_dataset_root
     from crossl_edge.data.normalize import SESSION_STD_FLOOR
     from crossl_edge.runtime.model import EdgeModel
     from crossl_edge.training.checkpoint import CheckpointError
-    from crossl_edge.training.runs import load_net, load_raw, prepare_for_run, read_run
+    from crossl_edge.training.runs import load_net, load_raw, prepare_for_run, read_run, run_data_root
 
     unknown = set(args.backends) - set(BACKEND_CHOICES)
     if unknown or not args.backends:
@@ -121,7 +122,8 @@ def body(args: argparse.Namespace) -> int:
         raise ValueError(f"{out} exists and is not a bundle; pick another --out")
 
     t0 = time.perf_counter()
-    raw = load_raw(info.choice, args.data)
+    data_root = run_data_root(info, args.data)  # --data, else where the run found its data (run.json)
+    raw = load_raw(info.choice, data_root)
     prep = prepare_for_run(info, raw=raw)
     rng = np.random.default_rng(args.seed)
     calib_idx = np.sort(rng.choice(prep.train, size=min(args.calibration_windows, len(prep.train)), replace=False))
@@ -135,93 +137,104 @@ def body(args: argparse.Namespace) -> int:
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    builders = {"executorch": executorch_backend.build, "litert": litert_backend.build}
-    entries, int8_choices = {}, {}
-    for backend in args.backends:
-        log.info("%s: %s programs, lowering%s ...", backend, precision, " after calibrating each" if args.int8 else "")
-        tb = time.perf_counter()
-        data, inputs, outputs, int8_choices[backend] = builders[backend](programs, args.int8, args.int8_tolerance)
-        f = staging / BACKEND_FILES[backend]
-        f.write_bytes(data)
-        entries[backend] = BackendEntry(backend, f.name, sha256_file(f), len(data), inputs, outputs)
-        log.info("%s %s: %d bytes in %.1f s", backend, precision, len(data), time.perf_counter() - tb)
+    try:
+        builders = {"executorch": executorch_backend.build, "litert": litert_backend.build}
+        entries, int8_choices = {}, {}
+        for backend in args.backends:
+            log.info("%s: %s programs, lowering%s ...", backend, precision, " after calibrating each" if args.int8 else "")
+            tb = time.perf_counter()
+            data, inputs, outputs, int8_choices[backend] = builders[backend](programs, args.int8, args.int8_tolerance)
+            f = staging / BACKEND_FILES[backend]
+            f.write_bytes(data)
+            entries[backend] = BackendEntry(backend, f.name, sha256_file(f), len(data), inputs, outputs)
+            log.info("%s %s: %d bytes in %.1f s", backend, precision, len(data), time.perf_counter() - tb)
 
-    manifest = {
-        "format": FORMAT,
-        "name": out.name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source": {"run": str(run_dir), "checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt),
-                   "dataset": info.choice.dataset, "split": info.choice.to_dict(),
-                   "test_subjects": sorted({str(v) for v in prep.ws.subject[prep.test]})},
-        "modalities": [s.to_dict() for s in info.specs],
-        "class_names": list(info.class_names),
-        "normalization": info.norm.to_dict(),
-        "session_normalization": {"std_floor_fraction": SESSION_STD_FLOOR} if info.choice.normalization == "session" else None,
-        "window_s": info.specs[0].window_seconds,
-        "hop_s": run_hop_s(info, args.data),
-        "embed_dim": info.model_cfg.encoder.embed_dim,
-        "global_dim": net.aggregator.feature_dim,
-        "precision": precision,
-        "quantization": None if not args.int8 else {
-            "method": "PT2E post-training static quantisation",
-            "weights": "int8, per-channel symmetric",
-            "activations": "int8, per-tensor affine (histogram observer)",
-            "calibration_windows": len(calib_idx),
-            "calibration_data": f"normalised training windows of split {info.choice.split} ({info.choice.protocol}); "
-                                "aggregator on their fp32 embeddings, half with random sensors absent",
-            "seed": args.seed,
-            "encoder_int8_tolerance": args.int8_tolerance,
-            "io": "per tensor under backends.<b>.programs.<p>.inputs/outputs: real = (q - zero_point) * scale",
-            "fp32_parts": "each encoder's first conv; the aggregator's normalisation and mask blend",
-            "int8_parts": int8_choices,
-        },
-        "programs": {"encoders": {s.name: f"enc_{s.name}" for s in info.specs}, "aggregate": AGGREGATE},
-        "backends": {b: e.to_dict() for b, e in entries.items()},
-        "tools": tool_versions(),
-    }
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        manifest = {
+            "format": FORMAT,
+            "name": out.name,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "source": {"run": str(run_dir), "checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt),
+                       "dataset": info.choice.dataset, "split": info.choice.to_dict(),
+                       "test_subjects": sorted({str(v) for v in prep.ws.subject[prep.test]})},
+            "modalities": [s.to_dict() for s in info.specs],
+            "class_names": list(info.class_names),
+            "normalization": info.norm.to_dict(),
+            "session_normalization": {"std_floor_fraction": SESSION_STD_FLOOR} if info.choice.normalization == "session" else None,
+            "window_s": info.specs[0].window_seconds,
+            "hop_s": run_hop_s(info, data_root),
+            "embed_dim": info.model_cfg.encoder.embed_dim,
+            "global_dim": net.aggregator.feature_dim,
+            "precision": precision,
+            "quantization": None if not args.int8 else {
+                "method": "PT2E post-training static quantisation",
+                "weights": "int8, per-channel symmetric",
+                "activations": "int8, per-tensor affine (histogram observer)",
+                "calibration_windows": len(calib_idx),
+                "calibration_data": f"normalised training windows of split {info.choice.split} ({info.choice.protocol}); "
+                                    "aggregator on their fp32 embeddings, half with random sensors absent",
+                "seed": args.seed,
+                "encoder_int8_tolerance": args.int8_tolerance,
+                "io": "per tensor under backends.<b>.programs.<p>.inputs/outputs: real = (q - zero_point) * scale",
+                "fp32_parts": "each encoder's first conv; the aggregator's normalisation and mask blend",
+                "int8_parts": int8_choices,
+            },
+            "programs": {"encoders": {s.name: f"enc_{s.name}" for s in info.specs}, "aggregate": AGGREGATE},
+            "backends": {b: e.to_dict() for b, e in entries.items()},
+            "tools": tool_versions(),
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
-    bundle = load_bundle(staging)
-    ref_z, ref_logits = torch_reference(net, {s.name: prep.ws.x[s.name][test] for s in info.specs})
-    session = info.choice.normalization == "session"
-    # a session-normalised model is checked on the windows as its sessions standardise them (the runtime's
-    # running statistics), handed to the programs as they are
-    raw_test = {s.name: (prep.ws if session else raw).x[s.name][test] for s in info.specs}
-    checks = []
-    for backend in args.backends:
-        model = EdgeModel(bundle, backend, threads=1)
-        for s in info.specs if session else ():
-            model.set_normalization(s.name, np.zeros(s.channels, np.float32), np.ones(s.channels, np.float32))
-        checks.append(check_backend(model, net, raw_test, raw.y[test], ref_z, ref_logits, args.int8, args.seed))
-        print(checks[-1].line())
-    manifest["verification"] = {
-        "data": f"{len(test)} labelled test windows of split {info.choice.split}, all sensors present; aggregator "
-                "alone under random presence masks",
-        "tolerance": {"int8": {"argmax_agreement_min": INT8_AGREEMENT, "macro_f1_drop_max": INT8_F1_DROP}}
-        if args.int8 else {"fp32": {"max_logit_diff": FP32_LOGIT_TOL}},
-        "results": {c.backend: c.to_dict() for c in checks},
-    }
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    failed = [c for c in checks if c.failures]
-    if failed:
-        rejected = out.with_name(out.name + ".rejected")
-        shutil.rmtree(rejected, ignore_errors=True)
-        staging.rename(rejected)
-        raise ExportError(
-            "verification failed for " + ", ".join(f"{c.backend} ({'; '.join(c.failures)})" for c in failed)
-            + f"; the bundle was NOT published (kept for inspection in {rejected})"
-        )
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old)
-    else:
-        staging.rename(out)
+        bundle = load_bundle(staging)
+        ref_z, ref_logits = torch_reference(net, {s.name: prep.ws.x[s.name][test] for s in info.specs})
+        session = info.choice.normalization == "session"
+        # a session-normalised model is checked on the windows as its sessions standardise them (the runtime's
+        # running statistics), handed to the programs as they are
+        raw_test = {s.name: (prep.ws if session else raw).x[s.name][test] for s in info.specs}
+        checks = []
+        for backend in args.backends:
+            model = EdgeModel(bundle, backend, threads=1)
+            for s in info.specs if session else ():
+                model.set_normalization(s.name, np.zeros(s.channels, np.float32), np.ones(s.channels, np.float32))
+            checks.append(check_backend(model, net, raw_test, raw.y[test], ref_z, ref_logits, args.int8, args.seed))
+            print(checks[-1].line())
+        manifest["verification"] = {
+            "data": f"{len(test)} labelled test windows of split {info.choice.split}, all sensors present; aggregator "
+                    "alone under random presence masks",
+            "tolerance": {"int8": {"argmax_agreement_min": INT8_AGREEMENT, "macro_f1_drop_max": INT8_F1_DROP}}
+            if args.int8 else {"fp32": {"max_logit_diff": FP32_LOGIT_TOL}},
+            "results": {c.backend: c.to_dict() for c in checks},
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        failed = [c for c in checks if c.failures]
+        if failed:
+            rejected = out.with_name(out.name + ".rejected")
+            shutil.rmtree(rejected, ignore_errors=True)
+            staging.rename(rejected)
+            raise ExportError(
+                "verification failed for " + ", ".join(f"{c.backend} ({'; '.join(c.failures)})" for c in failed)
+                + f"; the bundle was NOT published (kept for inspection in {rejected})"
+            )
+        if out.exists():
+            old = out.with_name(out.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            staging.rename(out)
+            shutil.rmtree(old)
+        else:
+            staging.rename(out)
+    except ExportError:  # verification failed: kept as <out>.rejected, the message says so
+        raise
+    except BaseException:  # a lowering that crashed, a full disk, Ctrl-C: no half-written bundle stays behind
+        shutil.rmtree(staging, ignore_errors=True)
+        print(f"export failed: the half-written {staging} was removed; no bundle was published"
+              + (f" and {out} is as it was" if out.exists() else ""), file=sys.stderr, flush=True)
+        raise
     sizes = ", ".join(f"{b} {e.bytes / 1024:.1f} KiB" for b, e in entries.items())
     print(f"bundle {out} ({precision}; {sizes}) written and verified in {time.perf_counter() - t0:.1f} s")
-    print(f"run it: python -m crossl_edge.run --bundle {out} --source replay:{info.choice.dataset}:<subject>")
+    held_out = manifest["source"]["test_subjects"]
+    where = "" if info.choice.dataset != "byo" else f" --data {find_dataset_root('byo', data_root, download=False)}"
+    print(f"run it: python -m crossl_edge.run --bundle {out} --source replay:{info.choice.dataset}:"
+          f"{held_out[0] if held_out else '<subject>'}{where}   (a held-out subject of the run)")
     return 0
 
 
@@ -231,3 +244,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("export interrupted", file=sys.stderr)
+        return 130

@@ -1,8 +1,10 @@
 """Replay a real recording as a live stream: chunks of samples with timestamps, and the true label at any time.
 
 Sources are named `replay:<dataset>:<subject or group>`, e.g. `replay:stress-predict:S04` or
-`replay:lis-emg-imu:2020-07-09`. Several recordings of one key play back to back, each after a pause
-longer than any gap the stream bridges, so the runtime sees each as a new stream (as after a reconnect).
+`replay:lis-emg-imu:2020-07-09`. Several recordings of one key play back to back, each after a pause; the
+first chunk of each says so (`Chunk.first`), and the caller restarts the streaming classifier there
+(`StreamingClassifier.restart`), so each recording is a new stream whose predictions start with its first full
+window, whatever the hop (a recording exactly one window long gets exactly one prediction).
 numpy only: this runs on the device.
 """
 
@@ -90,6 +92,8 @@ def held_out_windows(manifest: Manifest, n: int, data_root: str | Path | None = 
 class Chunk:
     t_end: float  # stream time this chunk reaches
     pushes: list[tuple[str, np.ndarray, float]]  # (modality, samples [n, C], time of the first sample)
+    recording: int = 0  # index of the recording it belongs to
+    first: bool = False  # the first chunk of that recording (a new stream begins here)
 
 
 class ReplaySource:
@@ -117,7 +121,7 @@ class ReplaySource:
 
     def chunks(self, chunk_s: float = 0.25) -> Iterator[Chunk]:
         """Every modality's samples in time order, `chunk_s` seconds at a time."""
-        for r, off in zip(self.recordings, self.offsets):
+        for i, (r, off) in enumerate(zip(self.recordings, self.offsets)):
             dur = r.duration()
             for k in range(int(np.ceil(dur / chunk_s))):
                 a, b = k * chunk_s, min((k + 1) * chunk_s, dur)
@@ -126,7 +130,7 @@ class ReplaySource:
                     i0, i1 = int(np.ceil(a * s.sample_rate - 1e-9)), int(np.ceil(b * s.sample_rate - 1e-9))
                     if i1 > i0:
                         pushes.append((s.name, r.signals[s.name][:, i0:i1].T, off + i0 / s.sample_rate))
-                yield Chunk(off + b, pushes)
+                yield Chunk(off + b, pushes, i, first=k == 0)
 
     def label_at(self, t: float) -> int:
         """The bundle's class index of the window ending at stream time t (-1: unlabelled, mixed or a pause)."""

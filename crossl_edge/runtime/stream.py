@@ -235,6 +235,17 @@ class StreamingClassifier:
             self._cache.pop(name, None)
         ch.connected = connected
 
+    def restart(self) -> None:
+        """A new recording begins (a replay's next file): every modality's buffer and the prediction grid start
+        afresh, the grid at the new recording's first sample, so its first full window is predicted whatever the
+        hop and however long the pause before it. Nothing is counted as a gap or a disconnect: the caller knows
+        the boundary. The session statistics (the same user), what the bridge said of each modality's connection
+        and the counters stay."""
+        for ch in self.channels.values():
+            ch.reset(None)
+        self._cache.clear()
+        self.next_tick = None
+
     # ---- output ------------------------------------------------------------------------------------
     def latest_time(self) -> float | None:
         ends = [ch.t_next for ch in self.channels.values() if ch.t0 is not None]

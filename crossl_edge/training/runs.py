@@ -2,7 +2,8 @@
 
 runs/<name>/
   run.json               data set, windowing, protocol and split, ModalitySpecs, class names,
-                         normalisation statistics (training subjects only), model and pretraining config
+                         normalisation statistics (training subjects only), model and pretraining config,
+                         and where the data set was found (so later steps find it with no --data)
   pretrain.ckpt.pt       resumable pretraining state (deleted once pretraining finishes)
   pretrain_log.jsonl     one JSON line of losses per epoch
   backbone.pt            pretrained network state (encoders + aggregator; head untrained)
@@ -16,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 from crossl_edge.baselines import fit_stats_baseline, stats_baseline_scores
-from crossl_edge.data import NormStats, WindowSet, load_windows, sample_labels
+from crossl_edge.data import NormStats, WindowSet, find_dataset_root, load_windows, sample_labels
 from crossl_edge.data.normalize import session_normalize
 from crossl_edge.data.types import DataError
 from crossl_edge.models.crossl import CroSSLNet, ModelConfig
@@ -78,6 +80,7 @@ class Prepared:
     val: np.ndarray
     test: np.ndarray
     split_info: dict = field(default_factory=dict)
+    data_source: dict | None = None  # where the data set was found (run.json's "data_source"); None: windows given
 
     def tensors(self, idx: np.ndarray, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         return window_tensors(self.ws.subset(idx), device)
@@ -92,11 +95,45 @@ def load_raw(choice: DataChoice, data_root: str | Path | None = None) -> WindowS
     )
 
 
+def locate_data(dataset: str, data_root: str | Path | None = None) -> dict:
+    """Where data set `dataset` is (looked up as every loader does: --data, $CROSSL_EDGE_DATA, the cache, a
+    download) and how it was found: {"folder": absolute path of the data set folder, "from": "--data <as given>",
+    "CROSSL_EDGE_DATA=<value>" or "cache"}. Stored in run.json, so that finetune, evaluate, export and baseline
+    find the run's data again without --data (run.json lives in the user's run folder: a path of this machine
+    is in its place there)."""
+    folder = find_dataset_root(dataset, data_root, download=dataset != "byo").resolve()
+    env = os.environ.get("CROSSL_EDGE_DATA")
+    if data_root is not None:
+        how = f"--data {data_root}"
+    elif env and folder.parent == Path(env).expanduser().resolve():
+        how = f"CROSSL_EDGE_DATA={env}"
+    else:
+        how = "cache"
+    return {"folder": str(folder), "from": how}
+
+
+def run_data_root(info: "RunInfo", data_root: str | Path | None = None) -> str | Path | None:
+    """The data root for a later step of a run: `data_root` when given (--data), else the folder run.json says
+    the run's data came from while it still holds the data set, else None (the usual places are searched)."""
+    if data_root is not None or not info.data_source:
+        return data_root
+    folder = Path(info.data_source["folder"])
+    try:
+        return find_dataset_root(info.choice.dataset, folder, download=False)
+    except DataError:
+        log.warning("the run's data was found at %s (%s), which no longer holds %s; looking in the usual places "
+                    "(pass --data to say where it is now)", folder, info.data_source.get("from"), info.choice.dataset)
+        return None
+
+
 def prepare(
     choice: DataChoice, data_root: str | Path | None = None, norm: NormStats | None = None, raw: WindowSet | None = None
 ) -> Prepared:
     """Load (or take `raw`), split, and normalise with statistics of the training windows only (or `norm`)."""
-    raw = raw if raw is not None else load_raw(choice, data_root)
+    source = None
+    if raw is None:
+        source = locate_data(choice.dataset, data_root)
+        raw = load_raw(choice, source["folder"])
     parts = split_windows(raw, choice.protocol, choice.split, choice.n_splits, seed=choice.split_seed)
     for name, idx in (("training", parts.train), ("validation", parts.val), ("test", parts.test)):
         if not (raw.y[idx] >= 0).any():
@@ -104,7 +141,7 @@ def prepare(
             raise DataError(f"the {name} part of split {choice.split} of {choice.protocol!r} has no labelled windows")
     norm = norm if norm is not None else NormStats.fit(raw, parts.train)
     ws = norm.apply(raw) if choice.normalization == "global" else session_normalize(raw, sessions(raw), norm)
-    return Prepared(choice, ws, norm, parts.train, parts.val, parts.test, parts.description)
+    return Prepared(choice, ws, norm, parts.train, parts.val, parts.test, parts.description, source)
 
 
 def sessions(ws: WindowSet) -> np.ndarray:
@@ -124,6 +161,7 @@ def write_run_json(run_dir: Path, prep: Prepared, model_cfg: ModelConfig, pretra
             "normalization": prep.norm.to_dict(),
             "model": model_cfg.to_dict(),
             "pretrain": pretrain_cfg.to_dict() if pretrain_cfg else None,
+            "data_source": prep.data_source,
         },
     )
 
@@ -137,6 +175,7 @@ class RunInfo:
     norm: NormStats
     model_cfg: ModelConfig
     pretrain_cfg: PretrainConfig | None
+    data_source: dict | None = None  # where pretraining found the data set (see locate_data); None in older runs
 
     def new_net(self) -> CroSSLNet:
         return CroSSLNet(self.specs, len(self.class_names), self.model_cfg)
@@ -159,14 +198,16 @@ def read_run(run_dir: Path) -> RunInfo:
             norm=NormStats.from_dict(d["normalization"]),
             model_cfg=ModelConfig.from_dict(d["model"]),
             pretrain_cfg=PretrainConfig.from_dict(d["pretrain"]) if d.get("pretrain") else None,
+            data_source=d.get("data_source"),
         )
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"{run_dir / 'run.json'} is malformed ({e!r}); re-create the run") from e
 
 
 def prepare_for_run(info: RunInfo, data_root: str | Path | None = None, raw: WindowSet | None = None) -> Prepared:
-    """The run's own data, split and normalisation; refuses data whose modalities differ from the run's."""
-    prep = prepare(info.choice, data_root, norm=info.norm, raw=raw)
+    """The run's own data (from `data_root`, else where run.json says it was found, else the usual places), split
+    and normalisation; refuses data whose modalities differ from the run's."""
+    prep = prepare(info.choice, run_data_root(info, data_root) if raw is None else None, norm=info.norm, raw=raw)
     if prep.ws.specs != info.specs:
         raise CheckpointError(
             f"the data's modalities {[s.to_dict() for s in prep.ws.specs]} differ from the run's "
@@ -284,16 +325,17 @@ def save_model(
     )
 
 
-def record_metrics(run_dir: Path, key: str, scores: dict[str, float], test_windows: int) -> None:
+def record_metrics(run_dir: Path, key: str, scores: dict[str, float], test_windows: int, **extra) -> None:
     """Add or update one entry of <run>/metrics.json, keeping the others. When `key` names a model file of the
     run, the entry records its sha256, and scores of the same file on the same test windows are merged into the
-    entry (an all-present-only evaluation keeps the per-subset scores stored before it); anything else replaces it."""
+    entry (an all-present-only evaluation keeps the per-subset scores stored before it); anything else replaces it.
+    `extra` fields (a reference's method and label budget) are stored in the entry as they are."""
     from crossl_edge.runtime.bundle import sha256_file
 
     path = Path(run_dir) / "metrics.json"
     metrics = load_json(path) if path.is_file() else {}
     model = Path(run_dir) / key
-    entry = {"test_windows": int(test_windows), "macro_f1": dict(scores)}
+    entry = {"test_windows": int(test_windows), "macro_f1": dict(scores), **extra}
     if model.is_file():
         entry["model_sha256"] = sha256_file(model)
         old = metrics.get(key, {})

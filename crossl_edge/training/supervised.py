@@ -27,6 +27,17 @@ MODES = ("scratch", "probe", "finetune", "random_probe")
 FRESH_MODES = ("scratch", "random_probe")
 #: Modes that fit only the head, by logistic regression on frozen embeddings.
 PROBE_MODES = ("probe", "random_probe")
+#: the automatic step budget (`auto_steps`): about this many passes over the labelled windows, within these bounds
+AUTO_PASSES, AUTO_MIN_STEPS, AUTO_MAX_STEPS = 100, 300, 1000
+
+
+def auto_steps(n_labelled: int, batch_size: int) -> int:
+    """A step budget that follows the number of labelled windows: about AUTO_PASSES passes over them, at least
+    AUTO_MIN_STEPS (six validation checks: early stopping's patience) and at most AUTO_MAX_STEPS, the budget of a
+    large set. 1,000 steps over 8 labelled windows is over 5 minutes on two cores for nothing: the validation
+    score stops moving long before (issue 16)."""
+    passes = math.ceil(AUTO_PASSES * n_labelled / max(min(batch_size, n_labelled), 1))
+    return int(min(max(passes, AUTO_MIN_STEPS), AUTO_MAX_STEPS))
 
 
 @dataclass
@@ -133,6 +144,7 @@ def _fit(
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.max_steps, desc=desc, disable=not progress, leave=False)
     batches = fixed_size_batches(n_train, cfg.batch_size, cfg.seed * 7919)
+    timed = min(10, cfg.max_steps)  # steps timed before saying how long the whole budget may take
     while step < cfg.max_steps and stale < cfg.patience:
         idx = next(batches)
         for m in modules:
@@ -144,6 +156,11 @@ def _fit(
         sched.step()
         step += 1
         bar.update(1)
+        if step == timed and cfg.max_steps > timed:
+            per_step = (time.perf_counter() - t0) / step
+            log.info("%s: %.0f ms a step here, so the budget of %d steps takes up to %.0f s plus validation (early "
+                     "stopping may end sooner; --steps sets the budget)", desc, per_step * 1e3, cfg.max_steps,
+                     per_step * cfg.max_steps)
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             f1 = val_fn()
             if f1 > best[0]:

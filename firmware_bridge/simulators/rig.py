@@ -3,8 +3,8 @@
 `bundle_rig` gives a bundle every modality it needs from a held-out subject of its own data set, each
 through the kind of sensor that would carry it: ACC (and ECG, at 130 Hz) from a Polar H10 over BLE, EMG and EDA from a
 BITalino over a serial port, anything else (BVP, temperature, gyroscope...) from a CXF board over a
-serial port. `soak_rig` is the issue's soak set: BITalino EMG at 1 kHz (serial), Polar ACC at 100 Hz
-(BLE) and a CXF board with EDA at 10 Hz (serial). `ledger()` compares what every sensor model sent with
+serial port; `lsl_rig` publishes them over Lab Streaming Layer instead. `soak_rig` is the issue's soak set:
+BITalino EMG at 1 kHz (serial), Polar ACC at 100 Hz (BLE) and a CXF board with EDA at 10 Hz (serial). `ledger()` compares what every sensor model sent with
 what its device delivered and counted as lost.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -36,6 +37,7 @@ class Rig:
     models: dict[str, tuple[SensorModel, dict]] = field(default_factory=dict)  # device name -> model, stream -> sent key
     device_args: list[str] = field(default_factory=list)  # the --device arguments that reach these sensors
     links: list[Link] = field(default_factory=list)
+    lsl: list = field(default_factory=list)  # LslSensor apps (firmware_bridge.simulators.lsl)
 
     def connect(self, clock: Callable[[], float] = time.monotonic) -> list[Link]:
         """Links to the simulated sensors, made from `device_args` exactly as `--device` makes them."""
@@ -53,10 +55,12 @@ class Rig:
             p.start()
         for p in self.peripherals:
             p.start()
+        for p in self.lsl:
+            p.start()
         return self
 
     async def stop(self) -> None:
-        for p in self.ptys:
+        for p in [*self.ptys, *self.lsl]:
             p.stop()
         for p in self.peripherals:
             await p.stop()
@@ -154,11 +158,31 @@ def soak_rig(folder: str | Path, clock: Callable[[], float] = time.monotonic, da
     return rig
 
 
-def bundle_rig(manifest, folder: str | Path, clock: Callable[[], float] = time.monotonic, data_root=None,
-               subject: str | None = None, start_s: float = 0.0) -> Rig:
-    """Sensors for every modality of a bundle, replaying a held-out subject of the bundle's data set from
-    `start_s` seconds into its recording."""
-    folder = Path(folder)
+def lsl_rig(manifest, data_root=None, subject: str | None = None, start_s: float = 0.0, keep: bool = False) -> Rig:
+    """Sensor apps publishing a bundle's modalities over LSL, replaying a held-out subject of its data set: one
+    stream per sample rate (as an Empatica E4's streaming server gives ACC, BVP, EDA...), the modalities of one
+    rate side by side in one stream after a sample counter (nSeq), a modality alone at its rate without one.
+    Stream names are made unique, so runs beside each other never read each other's streams."""
+    from firmware_bridge.simulators.lsl import LslSensor
+
+    dataset, subject = _held_out(manifest, subject)
+    signals = dataset_signals(dataset, subject, [spec.name for spec in manifest.specs], data_root)
+    by_rate: dict[float, list[str]] = {}
+    for spec in manifest.specs:
+        signals[spec.name].seek(start_s)
+        by_rate.setdefault(spec.sample_rate, []).append(spec.name)
+    rig, tag = Rig(), uuid.uuid4().hex[:8]
+    for rate, names in by_rate.items():
+        sensor = LslSensor(f"sim-{'-'.join(names)}-{tag}", names[0].upper(), rate, {n: signals[n] for n in names},
+                           counter=len(names) > 1, keep=keep)
+        rig.lsl.append(sensor)
+        rig.models[f"lsl{len(rig.lsl) if len(rig.lsl) > 1 else ''}"] = (sensor, {n: n for n in names})
+        rig.device_args.append(sensor.device_arg)
+    return rig
+
+
+def _held_out(manifest, subject: str | None) -> tuple[str, str]:
+    """The bundle's data set and the subject to replay (default: its first held-out test subject)."""
     source = manifest.raw.get("source", {})
     dataset = source.get("dataset")
     if dataset is None:
@@ -166,6 +190,15 @@ def bundle_rig(manifest, folder: str | Path, clock: Callable[[], float] = time.m
     subject = subject or (source.get("test_subjects") or [None])[0]
     if subject is None:
         raise ValueError("the bundle's manifest names no held-out subject; pass one")
+    return dataset, subject
+
+
+def bundle_rig(manifest, folder: str | Path, clock: Callable[[], float] = time.monotonic, data_root=None,
+               subject: str | None = None, start_s: float = 0.0) -> Rig:
+    """Sensors for every modality of a bundle, replaying a held-out subject of the bundle's data set from
+    `start_s` seconds into its recording."""
+    folder = Path(folder)
+    dataset, subject = _held_out(manifest, subject)
     rig = Rig()
     bita: dict[int, tuple[str, str, SignalSource]] = {}
     boards: dict[int, tuple[str, SignalSource, float]] = {}
