@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from crossl_edge.runtime import BundleError, EdgeModel, InputError, load_bundle
-from crossl_edge.runtime.bundle import AGGREGATE, sha256_file
+from crossl_edge.runtime.bundle import AGGREGATE, sha256_file, write_manifest
 from crossl_edge.runtime.stream import NO_MODALITY, OK, StreamingClassifier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -236,10 +236,10 @@ def test_tampered_or_mismatched_bundles_are_refused(int8_bundle, tmp_path):
     with pytest.raises(BundleError, match="altered or truncated"):
         EdgeModel(bad, "executorch")
     shutil.copy(int8_bundle / "model.pte", bad / "model.pte")
-    # a manifest whose quantisation disagrees with the file it describes
+    # a manifest whose quantisation disagrees with the file it describes (as a faulty exporter would seal it)
     m = json.loads((int8_bundle / "manifest.json").read_text())
     m["backends"]["litert"]["programs"][AGGREGATE]["inputs"]["presence"]["scale"] *= 2
-    (bad / "manifest.json").write_text(json.dumps(m))
+    write_manifest(bad, m)
     with pytest.raises(BundleError, match="in the file but"):
         EdgeModel(bad, "litert")
     (bad / "manifest.json").write_text("{not json")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import logging
 import platform
 import shutil
@@ -49,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-windows", type=int, default=None,
                    help="held-out test windows to verify on (default: all labelled test windows of the run's split)")
     p.add_argument("--data", default=None, help="data folder, if not where the run found it ($CROSSL_EDGE_DATA, cache)")
+    p.add_argument("--sign-key", default=None, metavar="NAME.key",
+                   help="sign the manifest with this Ed25519 signing key (python -m crossl_edge.runtime.signing keygen "
+                   "NAME makes a pair; devices given NAME.pub then run only bundles it signed; needs the signing extra)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="warnings only")
@@ -91,7 +93,10 @@ def body(args: argparse.Namespace) -> int:
     from crossl_edge.export import executorch_backend, litert_backend
     from crossl_edge.export.programs import build_programs
     from crossl_edge.export.verify import INT8_AGREEMENT, INT8_F1_DROP, FP32_LOGIT_TOL, check_backend, torch_reference
-    from crossl_edge.runtime.bundle import AGGREGATE, BACKEND_FILES, FORMAT, MANIFEST, BackendEntry, load_bundle, sha256_file
+    from crossl_edge.runtime.bundle import (
+        AGGREGATE, BACKEND_FILES, FORMAT, MANIFEST, BackendEntry, load_bundle, sha256_file, write_manifest,
+    )
+    from crossl_edge.runtime.signing import load_signing_key
     from crossl_edge.data.normalize import SESSION_STD_FLOOR
     from crossl_edge.runtime.model import EdgeModel
     from crossl_edge.training.checkpoint import CheckpointError
@@ -106,6 +111,7 @@ def body(args: argparse.Namespace) -> int:
         args.int8_tolerance = ENCODER_INT8_TOL
     if args.calibration_windows < 1:
         raise ValueError("--calibration-windows must be at least 1")
+    signing_key = load_signing_key(args.sign_key) if args.sign_key else None  # a bad key fails now, not after lowering
     run_dir = Path(args.run)
     info = read_run(run_dir)
     ckpt = Path(args.checkpoint) if args.checkpoint else run_dir / "model.pt"
@@ -179,9 +185,10 @@ def body(args: argparse.Namespace) -> int:
         "backends": {b: e.to_dict() for b, e in entries.items()},
         "tools": tool_versions(),
     }
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    write_manifest(staging, manifest, signing_key)
 
-    bundle = load_bundle(staging)
+    # the exporter's own check, whatever $CROSSL_EDGE_VERIFY_KEY says: its signature, if it signs, must verify
+    bundle = load_bundle(staging, verify_keys=[signing_key.verify_key] if signing_key else [])
     ref_z, ref_logits = torch_reference(net, {s.name: prep.ws.x[s.name][test] for s in info.specs})
     session = info.choice.normalization == "session"
     # a session-normalised model is checked on the windows as its sessions standardise them (the runtime's
@@ -201,7 +208,7 @@ def body(args: argparse.Namespace) -> int:
         if args.int8 else {"fp32": {"max_logit_diff": FP32_LOGIT_TOL}},
         "results": {c.backend: c.to_dict() for c in checks},
     }
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    write_manifest(staging, manifest, signing_key)
     failed = [c for c in checks if c.failures]
     if failed:
         rejected = out.with_name(out.name + ".rejected")
@@ -220,7 +227,8 @@ def body(args: argparse.Namespace) -> int:
     else:
         staging.rename(out)
     sizes = ", ".join(f"{b} {e.bytes / 1024:.1f} KiB" for b, e in entries.items())
-    print(f"bundle {out} ({precision}; {sizes}) written and verified in {time.perf_counter() - t0:.1f} s")
+    signed = f"; signed by key {bytes(signing_key.verify_key).hex()[:16]}" if signing_key else ""
+    print(f"bundle {out} ({precision}; {sizes}{signed}) written and verified in {time.perf_counter() - t0:.1f} s")
     print(f"run it: python -m crossl_edge.run --bundle {out} --source replay:{info.choice.dataset}:<subject>")
     return 0
 
