@@ -86,6 +86,14 @@ def quiet_toolchain() -> None:
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
+def _reject(staging: Path, out: Path) -> Path:
+    """Keep a bundle that failed its checks as <out>.rejected/ for inspection; never where a bundle is looked for."""
+    rejected = out.with_name(out.name + ".rejected")
+    shutil.rmtree(rejected, ignore_errors=True)
+    staging.rename(rejected)
+    return rejected
+
+
 def body(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -94,7 +102,7 @@ def body(args: argparse.Namespace) -> int:
     from crossl_edge.export.programs import build_programs
     from crossl_edge.export.verify import INT8_AGREEMENT, INT8_F1_DROP, FP32_LOGIT_TOL, check_backend, torch_reference
     from crossl_edge.runtime.bundle import (
-        AGGREGATE, BACKEND_FILES, FORMAT, MANIFEST, BackendEntry, load_bundle, sha256_file, write_manifest,
+        AGGREGATE, BACKEND_FILES, FORMAT, MANIFEST, BackendEntry, BundleError, load_bundle, sha256_file, write_manifest,
     )
     from crossl_edge.runtime.signing import load_signing_key
     from crossl_edge.data.normalize import SESSION_STD_FLOOR
@@ -187,20 +195,23 @@ def body(args: argparse.Namespace) -> int:
     }
     write_manifest(staging, manifest, signing_key)
 
-    # the exporter's own check, whatever $CROSSL_EDGE_VERIFY_KEY says: its signature, if it signs, must verify
-    bundle = load_bundle(staging, verify_keys=[signing_key.verify_key] if signing_key else [])
     ref_z, ref_logits = torch_reference(net, {s.name: prep.ws.x[s.name][test] for s in info.specs})
     session = info.choice.normalization == "session"
     # a session-normalised model is checked on the windows as its sessions standardise them (the runtime's
     # running statistics), handed to the programs as they are
     raw_test = {s.name: (prep.ws if session else raw).x[s.name][test] for s in info.specs}
     checks = []
-    for backend in args.backends:
-        model = EdgeModel(bundle, backend, threads=1)
-        for s in info.specs if session else ():
-            model.set_normalization(s.name, np.zeros(s.channels, np.float32), np.ones(s.channels, np.float32))
-        checks.append(check_backend(model, net, raw_test, raw.y[test], ref_z, ref_logits, args.int8, args.seed))
-        print(checks[-1].line())
+    try:
+        # the exporter's own check, whatever $CROSSL_EDGE_VERIFY_KEY says: its signature, if it signs, must verify
+        bundle = load_bundle(staging, verify_keys=[signing_key.verify_key] if signing_key else [])
+        for backend in args.backends:
+            model = EdgeModel(bundle, backend, threads=1)  # a program its runtime refuses to load fails here
+            for s in info.specs if session else ():
+                model.set_normalization(s.name, np.zeros(s.channels, np.float32), np.ones(s.channels, np.float32))
+            checks.append(check_backend(model, net, raw_test, raw.y[test], ref_z, ref_logits, args.int8, args.seed))
+            print(checks[-1].line())
+    except BundleError as e:
+        raise ExportError(f"{e}; the bundle was NOT published (kept for inspection in {_reject(staging, out)})") from e
     manifest["verification"] = {
         "data": f"{len(test)} labelled test windows of split {info.choice.split}, all sensors present; aggregator "
                 "alone under random presence masks",
@@ -211,12 +222,9 @@ def body(args: argparse.Namespace) -> int:
     write_manifest(staging, manifest, signing_key)
     failed = [c for c in checks if c.failures]
     if failed:
-        rejected = out.with_name(out.name + ".rejected")
-        shutil.rmtree(rejected, ignore_errors=True)
-        staging.rename(rejected)
         raise ExportError(
             "verification failed for " + ", ".join(f"{c.backend} ({'; '.join(c.failures)})" for c in failed)
-            + f"; the bundle was NOT published (kept for inspection in {rejected})"
+            + f"; the bundle was NOT published (kept for inspection in {_reject(staging, out)})"
         )
     if out.exists():
         old = out.with_name(out.name + ".old")
