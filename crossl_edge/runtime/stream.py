@@ -218,8 +218,10 @@ class StreamingClassifier:
             raise InputError(f"{name}: timestamp {t0} is not finite")
         self.counters.chunks += 1
         self.counters.samples += len(x)
-        finite = np.isfinite(x).all(axis=1)
-        if not finite.all():
+        # one reduction in the common case: only a chunk whose sum is not finite (a NaN or inf in it, or values so
+        # large the sum overflowed) is looked at sample by sample
+        finite = np.isfinite(x).all(axis=1) if not np.isfinite(x.sum()) else None
+        if finite is not None and not finite.all():
             bad = int((~finite).sum())
             self.counters.nonfinite_dropped += bad
             log.warning("%s: dropped %d non-finite samples", name, bad)
@@ -359,7 +361,7 @@ class StreamingClassifier:
             if self.adapt:  # the statistics of every sample up to this window's end, as in training
                 self._fold(ch, end)
                 self.model.set_normalization(name, *self.session_stats[name].mean_std(self._floor[name]))
-            z = self.model.encode(name, ch.window(end, self._work[name]))
+            z = self.model.encode_checked(name, ch.window(end, self._work[name]))  # finite and shaped by push
             self._cache[name] = (key, z)
             embeddings[name] = z
             encoded.append(name)
