@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from crossl_edge.runtime.bundle import BundleError
+from crossl_edge.runtime.bundle import VERIFY_KEY_ENV, BundleError
 
 if TYPE_CHECKING:
     from nacl.signing import SigningKey, VerifyKey
@@ -153,8 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"signing key {secret} (keep it secret, with whoever exports: export --sign-key {secret})")
-    print(f"verify key {public} (key {bytes.fromhex(public.read_text().strip()).hex()[:16]}; on each device: "
-          f"run --verify-key {public}, or {'CROSSL_EDGE_VERIFY_KEY'}={public})")
+    print(f"verify key {public} (key {public.read_text().strip()[:16]}; on each device: run --verify-key {public}, "
+          f"or {VERIFY_KEY_ENV}={public})")
     return 0
 
 
