@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	# torch==2.13.0 named in the same command as executorch and litert-torch: see DESIGN.md
-	$(PY) -m pip install torch==2.13.0 -e '.[train,export,edge,bridge,bench,dev,minirocket,lsl]'
+	$(PY) -m pip install torch==2.13.0 -e '.[train,export,edge,signing,bridge,bench,dev,minirocket,lsl]'
 	touch $@
 
 setup: $(VENV)/.installed

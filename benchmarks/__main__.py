@@ -3,8 +3,14 @@
 Measures on the machine it runs on and writes benchmarks/results/<machine-name>/ (…-quick/ in quick mode):
 report.md, results.json, machine.json, latency.csv, skip_curve.csv, sizes.csv and PNG plots:
 - per-window latency, batch 1, at one thread and at each runtime's default: PyTorch eager fp32, ExecuTorch
-  fp32 and int8, LiteRT fp32 and int8, tflite-runtime where installed; median/p90/p99 and run counts,
-  repeated in fresh processes with the repeats' spread; every subset of sensors (the skip curve);
+  fp32 and int8, LiteRT fp32 and int8, tflite-runtime fp32 and int8; median/p90/p99 and run counts, repeated
+  in fresh processes with the repeats' spread. Streaming (the headline): window by window, configurations in a
+  new random order each window, as in a live loop; warm: blocks of calls in a row. Per configuration
+  the model, its programs alone, and end to end (samples pushed into the streaming classifier, its prediction
+  polled); every subset of sensors (the skip curve);
+- tflite-runtime needs numpy<2, so its rows come from the same worker run in a venv of its own, made once
+  under the cache folder (benchmarks/suite/tflite_env.py; --tflite-python to bring one, --no-tflite-runtime
+  to leave the rows out, said as skipped);
 - bundle sizes; import time and peak memory of the torch-free runtime process;
 - the physical floor: MACs per window (read from the .tflite) against the CPU's peak;
 - bridge parsing throughput and frame-to-prediction latency under the simulators;
@@ -28,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.suite import bridge, floor, footprint, machine, plots, report
-from benchmarks.suite.latency import PYTORCH, config_labels
+from benchmarks.suite import bridge, floor, footprint, machine, plots, report, tflite_env
+from benchmarks.suite.latency import BACKEND_LABELS, PYTORCH, config_labels
 from benchmarks.suite.timing import spread
 from crossl_edge.paths import EXPORT_ROOT
 from crossl_edge.runtime import Bundle, BundleError, load_bundle
@@ -44,13 +50,16 @@ MODES = {"quick": (2, 300, 30, 60, 32, 5.0, 50_000), "full": (3, 2000, 200, 400,
 
 
 def latency_worker(bundles: list[Path], threads: str, runs: int, warmup: int, subset_runs: int, windows: int,
-                   run: str | None, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.suite.latency", "--threads", threads, "--runs", str(runs),
+                   run: str | None, out: Path, python: str | Path = sys.executable,
+                   backends: str | None = None) -> dict:
+    cmd = [str(python), "-m", "benchmarks.suite.latency", "--threads", threads, "--runs", str(runs),
            "--warmup", str(warmup), "--subset-runs", str(subset_runs), "--windows", str(windows), "--out", str(out)]
     for b in bundles:
         cmd += ["--bundle", str(b)]
     if run:
         cmd += ["--run", run]
+    if backends:
+        cmd += ["--backends", backends]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT.parent), os.environ.get("PYTHONPATH")]))}
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if p.returncode != 0:
@@ -58,28 +67,82 @@ def latency_worker(bundles: list[Path], threads: str, runs: int, warmup: int, su
     return json.loads(out.read_text())
 
 
-def combine(repeats: list[dict]) -> dict:
-    """Repeats of one thread setting: per configuration the median over repeats of median/p90/p99, all runs
-    counted, the repeats' spread, and the speed-up over PyTorch taken within each repeat (side by side)."""
-    first = repeats[0]
-    rows, spreads, speedup, programs = {}, {}, {}, {}
-    for label in first["rows"]:
-        per = [r["rows"][label] for r in repeats]
-        rows[label] = {k: float(np.median([p[k] for p in per])) for k in ("median_us", "p90_us", "p99_us")}
-        rows[label]["runs"] = int(sum(p["runs"] for p in per))
+STATS = ("median_us", "p90_us", "p99_us")
+
+
+def _shown(path) -> str:
+    """A path as results name it: relative to the repository when inside it, so committed results hold no
+    machine's folders."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT.parent)) if p.is_relative_to(ROOT.parent) else str(path)
+
+
+def _table(reps: list[dict], pytorch: list[dict] | None = None) -> dict:
+    """Repeats of one mode: per configuration the median over repeats of median/p90/p99 (all runs counted), the
+    repeats' spread, the programs alone and end to end (medians), and the speed-up over PyTorch taken within each
+    repeat (side by side). `pytorch`: repeats that hold the PyTorch row, when `reps` do not."""
+    rows, spreads, speedup, programs, ends = {}, {}, {}, {}, {}
+    for label in reps[0]["rows"]:
+        per = [r["rows"][label] for r in reps]
+        rows[label] = {k: float(np.median([p[k] for p in per])) for k in STATS} | {"runs": int(sum(p["runs"] for p in per))}
         spreads[label] = spread([p["median_us"] for p in per])
-        if label in first["programs_only"]:
-            programs[label] = {"median_us": float(np.median([r["programs_only"][label]["median_us"] for r in repeats]))}
-        if PYTORCH in first["rows"] and label != PYTORCH:
-            ratios = [r["rows"][PYTORCH]["median_us"] / r["rows"][label]["median_us"] for r in repeats]
+        if label in reps[0].get("programs_only", {}):
+            programs[label] = {"median_us": float(np.median([r["programs_only"][label]["median_us"] for r in reps]))}
+        if label in reps[0].get("end_to_end", {}):
+            ends[label] = {k: float(np.median([r["end_to_end"][label][k] for r in reps])) for k in STATS}
+        if PYTORCH in reps[0]["rows"] and label != PYTORCH:
+            ratios = [r["rows"][PYTORCH]["median_us"] / r["rows"][label]["median_us"] for r in reps]
             speedup[label] = {"median": float(np.median(ratios)), "min": float(min(ratios)), "max": float(max(ratios))}
-    skip = {label: {sub: {k: float(np.median([r["skip"][label][sub][k] for r in repeats])) for k in ("median_us", "p90_us", "p99_us")}
+    return {"rows": rows, "spread": spreads, "speedup": speedup, "programs_only": programs, "end_to_end": ends}
+
+
+def _chain(table: dict, side: dict, main_reps: list[dict], side_reps: list[dict], key) -> None:
+    """Carry the side run's tflite-runtime rows into `table`, with their speed-up over the main run's PyTorch: the
+    product of two side-by-side ratios per repeat, PyTorch / LiteRT (main) and LiteRT / tflite-runtime (side)."""
+    for label, row in side["rows"].items():
+        if not label.startswith(BACKEND_LABELS["tflite-runtime"]):
+            continue
+        for part in ("rows", "spread", "programs_only", "end_to_end"):
+            if label in side[part]:
+                table[part][label] = side[part][label]
+        via = label.replace(BACKEND_LABELS["tflite-runtime"], BACKEND_LABELS["litert"])
+        ratios = [key(m)[PYTORCH]["median_us"] / key(m)[via]["median_us"] * key(s)[via]["median_us"] / key(s)[label]["median_us"]
+                  for m, s in zip(main_reps, side_reps)
+                  if PYTORCH in key(m) and via in key(m) and via in key(s) and label in key(s)]
+        vs = [key(s)[via]["median_us"] / key(s)[label]["median_us"] for s in side_reps if via in key(s)]
+        if ratios:
+            table["speedup"][label] = {"median": float(np.median(ratios)), "min": float(min(ratios)),
+                                       "max": float(max(ratios)), "via": via}
+        if vs:
+            table.setdefault("vs_litert", {})[label] = float(np.median(vs))
+
+
+def combine(repeats: list[dict], side: list[dict] | None = None, side_skipped: str | None = None) -> dict:
+    """Repeats of one thread setting (and those of the tflite-runtime environment, `side`) into one result:
+    streaming (the headline) at the top level, warm under "warm"."""
+    first = repeats[0]
+    streaming, warm = _table(repeats), _table([r["warm"] for r in repeats])
+    skipped = dict(first["skipped"])
+    tflite = [label for label, backend, _ in config_labels() if backend == "tflite-runtime"]
+    if side:
+        _chain(streaming, _table(side), repeats, side, lambda r: r["rows"])
+        _chain(warm, _table([r["warm"] for r in side]), repeats, side, lambda r: r["warm"]["rows"])
+    for label in tflite:
+        if label in streaming["rows"]:
+            skipped.pop(label, None)
+        elif side:
+            skipped[label] = side[0]["skipped"].get(label, "not measured in the tflite-runtime environment")
+        elif side_skipped:
+            skipped[label] = side_skipped
+    skip = {label: {sub: {k: float(np.median([r["skip"][label][sub][k] for r in repeats])) for k in STATS}
                     | {"runs": int(sum(r["skip"][label][sub]["runs"] for r in repeats))} for sub in table}
             for label, table in first["skip"].items()}
-    return {"claimed": [c[0] for c in config_labels()], "rows": rows, "spread": spreads, "speedup": speedup,
-            "programs_only": programs, "skipped": first["skipped"], "configs": first["configs"],
-            "repeats": len(repeats), "windows": first["windows"], "torch_threads": first["torch_threads"],
-            "modalities": first["modalities"], "skip": skip}
+    configs = {**first["configs"], **{k: v | {"environment": "tflite-runtime venv (numpy<2)"}
+                                      for k, v in (side[0]["configs"] if side else {}).items() if k in tflite}}
+    configs = {k: v | ({"bundle": _shown(v["bundle"])} if "bundle" in v else {}) for k, v in configs.items()}
+    return {"claimed": [c[0] for c in config_labels()], **streaming, "warm": warm, "skipped": skipped,
+            "configs": configs, "repeats": len(repeats), "windows": first["windows"],
+            "torch_threads": first["torch_threads"], "modalities": first["modalities"], "skip": skip}
 
 
 def floor_section(bundles: list[Bundle], lat_one: dict, m: dict) -> dict:
@@ -100,7 +163,7 @@ def floor_section(bundles: list[Bundle], lat_one: dict, m: dict) -> dict:
                       "programs_only_us": lat_one["programs_only"][label]["median_us"],
                       "programs_only": lat_one["programs_only"][label]["median_us"] / fl}
               for label in lat_one["rows"] if label in lat_one["programs_only"]}
-    return {"source": str(bundle.file("litert")), "programs": macs, "macs_all": subsets[all_key]["macs"],
+    return {"source": _shown(bundle.file("litert")), "programs": macs, "macs_all": subsets[all_key]["macs"],
             "peak_gmacs": peak / 1e9, "floor_us": fl, "subsets": subsets, "ratios": ratios}
 
 
@@ -116,8 +179,10 @@ def skip_summary(skip: dict, names: list[str]) -> dict:
             med = np.array([v["median_us"] for v in table.values()])
             per_encoder, fixed = np.polyfit(counts, med, 1)
             r2 = 1 - np.sum((med - (fixed + per_encoder * counts)) ** 2) / np.sum((med - med.mean()) ** 2)
-            out[label] = {"n": n, "one": share(1), "all_but_one": share(n - 1), "fixed_us": float(fixed),
-                          "per_encoder_us": float(per_encoder), "r2": float(r2)}
+            singles = [v["median_us"] / full for s, v in table.items() if "+" not in s]
+            out[label] = {"n": n, "one": share(1), "one_min": float(min(singles)), "one_max": float(max(singles)),
+                          "all_but_one": share(n - 1), "fixed_us": float(fixed), "per_encoder_us": float(per_encoder),
+                          "r2": float(r2)}
     return out
 
 
@@ -127,7 +192,7 @@ def sizes(bundles: list[Bundle]) -> list[dict]:
         results = bundle.manifest.raw.get("verification", {}).get("results", {})
         for backend, entry in bundle.manifest.backends.items():
             a = results.get(backend, {})
-            rows.append({"bundle": str(bundle.path), "precision": bundle.manifest.precision, "backend": backend, "bytes": entry.bytes,
+            rows.append({"bundle": _shown(bundle.path), "precision": bundle.manifest.precision, "backend": backend, "bytes": entry.bytes,
                          "macro_f1_fp32": a.get("macro_f1_fp32"), "macro_f1_backend": a.get("macro_f1_backend"),
                          "argmax_agreement": a.get("argmax_agreement")})
     return rows
@@ -159,8 +224,18 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="latency repeats, each in a fresh process")
     p.add_argument("--runs", type=int, default=None, help="timed runs per configuration and repeat")
     p.add_argument("--bridge-s", type=float, default=None, help="seconds of real-time bridge run beyond one window")
+    p.add_argument("--threads", type=lambda t: [v.strip() for v in t.split(",") if v.strip()], default=["1", "default"],
+                   help="thread settings to time, from 1 and default (each runtime's own choice), comma-separated "
+                   "(default: both; the targets are read at one thread, so 1 alone is the short run)")
     p.add_argument("--accuracy", default=str(ACCURACY), help="accuracy benchmark results to plot (default: %(default)s)")
+    tfl = p.add_mutually_exclusive_group()
+    tfl.add_argument("--tflite-python", default=None, metavar="PYTHON",
+                     help="a Python with tflite-runtime 2.14, ai-edge-litert and numpy<2 for the tflite-runtime rows "
+                     f"(default: the venv in {tflite_env.default_dir()}, made on first use; see benchmarks/suite/tflite_env.py)")
+    tfl.add_argument("--no-tflite-runtime", action="store_true", help="leave the tflite-runtime rows out (said as skipped)")
     args = p.parse_args(argv)
+    if "1" not in args.threads or set(args.threads) - {"1", "default"}:
+        p.error(f"--threads: {','.join(args.threads)}; give 1, or 1,default (the targets are read at one thread)")
 
     mode = "quick" if args.quick else "full"
     repeats, runs, warmup, subset_runs, n_windows, bridge_s, parse_n = MODES[mode]
@@ -178,11 +253,21 @@ def main(argv=None) -> int:
     except BundleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    side_python, side_why = None, None
+    if args.no_tflite_runtime:
+        side_why = "left out (--no-tflite-runtime)"
+    elif installed("tflite-runtime") and not args.tflite_python:
+        pass  # this environment has it (numpy<2 and no ExecuTorch, as on a board): measured beside the rest
+    elif args.tflite_python:
+        side_python, side_why = Path(args.tflite_python), tflite_env.works(Path(args.tflite_python))
+        side_python = None if side_why else side_python
+    else:
+        side_python, side_why = tflite_env.ensure(log=lambda text: print(text, file=sys.stderr, flush=True))
     m = machine.describe()
     name = args.name or machine.machine_name(m) + ("-quick" if args.quick else "")
     out = Path(args.out) if args.out else RESULTS / name
     t0 = time.perf_counter()
-    steps = 2 * repeats + 2
+    steps = len(args.threads) * repeats * (2 if side_python else 1) + 2
     step = 0
 
     def say(what: str) -> None:
@@ -192,16 +277,24 @@ def main(argv=None) -> int:
 
     latency = {}
     with tempfile.TemporaryDirectory(prefix="crossl-bench-") as tmp:
-        for threads in ("1", "default"):
-            reps = []
+        for threads in args.threads:
+            reps, side = [], []
             for i in range(repeats):
                 say(f"latency, threads {threads}, repeat {i + 1}/{repeats}")
                 reps.append(latency_worker(bundles, threads, runs, warmup, subset_runs if threads == "1" else 0,
-                                           n_windows, args.run, Path(tmp) / f"lat-{threads}-{i}.json"))
-            latency[threads] = combine(reps)
+                                           n_windows, args.run, Path(tmp) / f"lat-{threads}-{i}.json",
+                                           backends="pytorch,executorch,litert" if side_python or args.no_tflite_runtime
+                                           else None))
+                if side_python:
+                    say(f"latency, threads {threads}, repeat {i + 1}/{repeats}, tflite-runtime environment")
+                    side.append(latency_worker(bundles, threads, runs, warmup, 0, n_windows, args.run,
+                                               Path(tmp) / f"side-{threads}-{i}.json", side_python,
+                                               "litert,tflite-runtime"))
+            latency[threads] = combine(reps, side, side_why)
     names = latency["1"]["modalities"]
     skip = latency["1"].pop("skip")
-    latency["default"].pop("skip")
+    for setting in latency.values():
+        setting.pop("skip", None)
     say("floor, sizes and the runtime process")
     int8 = next((b for b in checked if b.manifest.precision == "int8"), checked[0])
     has_tflite = "litert" in int8.manifest.backends
@@ -209,7 +302,7 @@ def main(argv=None) -> int:
     r = {
         "name": name, "mode": mode, "command": " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)]),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": m,
-        "bundles": [str(b) for b in bundles], "latency": latency, "skip": skip, "modalities_key": "+".join(names),
+        "bundles": [_shown(b) for b in bundles], "latency": latency, "skip": skip, "modalities_key": "+".join(names),
         "skip_summary": skip_summary(skip, names), "floor": floor_section(checked, latency["1"], m),
         "sizes": sizes(checked),
         "footprint": footprint.runtime_footprint(int8.path, light) if light else

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "a sensor taken away and given back")
     p.add_argument("--backend", default="auto", choices=["auto", "litert", "tflite-runtime", "executorch"],
                    help="runtime (default: auto = the first installed of litert, tflite-runtime, executorch)")
+    p.add_argument("--verify-key", action="append", default=None, metavar="NAME.pub",
+                   help="run the bundle only if its manifest is signed by this Ed25519 verify key (repeatable: any of "
+                   "them; default: the keys named by $CROSSL_EDGE_VERIFY_KEY, if any; needs the signing extra)")
     p.add_argument("--threads", dest="runtime_threads", type=int, default=1, help="runtime threads (default: %(default)s; more is slower at this size)")
     p.add_argument("--speed", type=float, default=None,
                    help="replay/simulation speed: 1 = real time, 10 = ten times faster; 0 = as fast as possible "
@@ -75,6 +78,7 @@ def body(args: argparse.Namespace) -> int:
     import numpy as np
 
     from crossl_edge.metrics import macro_f1
+    from crossl_edge.runtime.bundle import load_bundle
     from crossl_edge.runtime.model import EdgeModel
     from crossl_edge.runtime.replay import Outage, ReplaySource, load_recordings, parse_source
     from crossl_edge.runtime.stream import OK, StreamingClassifier
@@ -90,13 +94,14 @@ def body(args: argparse.Namespace) -> int:
             raise ValueError("--speed does not apply to live sensors")
         from crossl_edge.live import run_live
 
-        return run_live(args, EdgeModel(args.bundle, args.backend, args.runtime_threads))
+        return run_live(args, EdgeModel(load_bundle(args.bundle, verify_keys=args.verify_key), args.backend,
+                                        args.runtime_threads))
     if args.record or args.subject or args.lsl_raw:
         raise ValueError("--record, --subject and --lsl-raw go with --device/--simulate, not with --source")
     args.speed = args.speed or 0.0
     dataset, key = parse_source(args.source)
     outages = [Outage.parse(t, "disconnect") for t in args.drop] + [Outage.parse(t, "stall") for t in args.stall]
-    model = EdgeModel(args.bundle, args.backend, args.runtime_threads)
+    model = EdgeModel(load_bundle(args.bundle, verify_keys=args.verify_key), args.backend, args.runtime_threads)
     m = model.manifest
     for o in outages:
         if o.modality not in model.names:

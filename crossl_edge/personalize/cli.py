@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=["auto", "litert", "tflite-runtime", "executorch"],
                    help="runtime (default: auto)")
     p.add_argument("--replace", action="store_true", help="overwrite --out if it holds a bundle")
+    p.add_argument("--sign-key", default=None, metavar="NAME.key",
+                   help="sign the personalised manifest with this Ed25519 key (a device that checks signatures runs "
+                   "only bundles signed by a key it trusts; needs the signing extra)")
     p.add_argument("--data", default=None, help="data folder for replay: sources (default: $CROSSL_EDGE_DATA, the cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -63,10 +66,12 @@ def body(args: argparse.Namespace) -> int:
     from crossl_edge.personalize.collect import from_recording, from_sensors
     from crossl_edge.personalize.heads import PersonalizeError, check_counts, fit_head
     from crossl_edge.runtime.model import EdgeModel
+    from crossl_edge.runtime.signing import load_signing_key
 
     if args.windows < 1:
         raise PersonalizeError("--windows must be at least 1")
     need = max(MIN_PER_CLASS, args.min_per_class if args.min_per_class is not None else args.windows)
+    signing_key = load_signing_key(args.sign_key) if args.sign_key else None  # a bad key fails before collecting
     model = EdgeModel(args.bundle, args.backend, threads=1)
     m = model.manifest
     if args.refit:
@@ -98,7 +103,8 @@ def body(args: argparse.Namespace) -> int:
             "source": args.source or args.refit or ("simulate" if args.simulate else "devices")}
     if same_classes:
         info["collected_macro_f1_generic"] = round(macro_f1(collected.y, collected.base_logits.argmax(1), k), 4)
-    out, checks = write_personalized(model.bundle, args.out, head, collected, info, replace=args.replace)
+    out, checks = write_personalized(model.bundle, args.out, head, collected, info, replace=args.replace,
+                                      signing_key=signing_key)
     print(f"{kind} head on {sum(counts.values())} windows ({', '.join(f'{c} {n}' for c, n in counts.items())}; present: "
           f"{', '.join(collected.present)}) fitted in {1000 * fit_s:.1f} ms; macro-F1 on those windows "
           f"{train_f1:.3f}" + (f" (generic head {info['collected_macro_f1_generic']:.3f})" if same_classes else ""))

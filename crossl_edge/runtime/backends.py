@@ -12,14 +12,20 @@ normalising and dequantising live in `crossl_edge.runtime.model`, shared by ever
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import os
+import re
+import sys
+import tempfile
 from collections import Counter
-from typing import Sequence
+from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from crossl_edge.runtime.bundle import Bundle, BundleError, TensorIO
+from crossl_edge.runtime.bundle import MANIFEST, Bundle, BundleError, TensorIO
 
 #: backend name -> (bundle file it runs, Python module it needs)
 BACKENDS = {"litert": ("litert", "ai_edge_litert"), "tflite-runtime": ("litert", "tflite_runtime"),
@@ -100,8 +106,8 @@ class LiteRTRunner(ProgramRunner):
             except ValueError as e:
                 raise BundleError(f"{bundle.file('litert')} has no signature {program!r}") from e
             ins, outs = runner.get_input_details(), runner.get_output_details()
-            _check_io(program, entry.inputs[program], ins, "input")
-            _check_io(program, entry.outputs[program], outs, "output")
+            _check_io(bundle.file("litert"), program, entry.inputs[program], ins, "input")
+            _check_io(bundle.file("litert"), program, entry.outputs[program], outs, "output")
             runner(**{t.name: np.zeros(t.shape, dtype=t.dtype) for t in entry.inputs[program].values()})
             self._plans[program] = (
                 runner._subgraph_index,  # noqa: SLF001
@@ -125,17 +131,18 @@ def litert_tensor_io(name: str, details: dict) -> TensorIO:
     return TensorIO(name, tuple(int(v) for v in details["shape"]), np.dtype(details["dtype"]).name, scale, zp)
 
 
-def _check_io(program: str, want: dict[str, TensorIO], details: dict, what: str) -> None:
+def _check_io(file: Path, program: str, want: dict[str, TensorIO], details: dict, what: str) -> None:
     """The manifest's view of a program's tensors must be what the file holds (shape, type, quantisation)."""
     for canonical, t in want.items():
         if t.name not in details:
-            raise BundleError(f"{program}: the program has no {what} {t.name!r} (manifest: {canonical})")
+            raise BundleError(f"{file}: program {program} has no {what} {t.name!r} (manifest: {canonical})")
         f = litert_tensor_io(t.name, details[t.name])
         if (f.shape != t.shape or f.dtype != t.dtype or not np.isclose(f.scale, t.scale, rtol=1e-6)
                 or f.zero_point != t.zero_point):
             raise BundleError(
-                f"{program}: {what} {t.name!r} is {f.shape} {f.dtype} scale {f.scale} zp {f.zero_point} "
-                f"in the file but {t.shape} {t.dtype} scale {t.scale} zp {t.zero_point} in the manifest"
+                f"{file}: program {program}, {what} {t.name!r} is {f.shape} {f.dtype} scale {f.scale} zp "
+                f"{f.zero_point} in the file but {t.shape} {t.dtype} scale {t.scale} zp {t.zero_point} in "
+                f"{file.parent / MANIFEST}"
             )
 
 
@@ -145,6 +152,17 @@ class ExecuTorchRunner(ProgramRunner):
     def __init__(self, bundle: Bundle, threads: int | None = 1) -> None:
         super().__init__()
         self.backend = "executorch"
+        with quiet_stderr() as said:  # ExecuTorch's start-up chatter; what it says about a failure is kept
+            try:
+                self._open(bundle, threads)
+                failure = None
+            except BundleError as e:
+                failure = e
+        if failure is not None:
+            detail = "; ".join(said.kept[-3:])
+            raise BundleError(str(failure) + (f" (ExecuTorch said: {detail})" if detail else "")) from failure.__cause__
+
+    def _open(self, bundle: Bundle, threads: int | None) -> None:
         import torch  # the ExecuTorch Python runtime exchanges torch tensors
 
         from executorch.runtime import Runtime
@@ -155,21 +173,70 @@ class ExecuTorchRunner(ProgramRunner):
             from executorch.extension.pybindings import portable_lib
 
             portable_lib._unsafe_reset_threadpool(int(threads))  # noqa: SLF001  (XNNPACK's thread pool size)
+        file = bundle.file("executorch")
         try:
             program = runtime.load_program(bundle.program_bytes("executorch"))
         except RuntimeError as e:
-            raise BundleError(f"{bundle.file('executorch')} could not be loaded by ExecuTorch: {e}") from e
+            raise BundleError(f"{file} could not be loaded by ExecuTorch: {e}") from e
         entry = bundle.manifest.backends["executorch"]
         missing = set(entry.inputs) - set(program.method_names)
         if missing:
-            raise BundleError(f"{bundle.file('executorch')} lacks methods {sorted(missing)}")
+            raise BundleError(f"{file} lacks methods {sorted(missing)}")
         self._program = program  # methods point into the program: it must outlive them
-        self._methods = {p: program.load_method(p) for p in entry.inputs}
+        self._methods = {}
+        for p in entry.inputs:
+            try:
+                self._methods[p] = program.load_method(p)
+            except RuntimeError as e:  # e.g. XNNPACK refusing a delegated graph (xnn_status_invalid_parameter)
+                raise BundleError(f"{file}: method {p!r} could not be loaded by ExecuTorch: {e}") from e
 
     def run(self, program: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = self._methods[program].execute([self._torch.from_numpy(a) for a in inputs])
         self.calls[program] += 1
         return [o.numpy().copy() for o in out]  # outputs may live in planned memory the next call reuses
+
+
+#: Lines ExecuTorch's Python runtime writes to stderr on every start that say nothing about the bundle: torchao
+#: failing to load its optional CUDA kernels, a torch deprecation notice, cpuinfo probing files an x86 or VM
+#: kernel does not have, and the thread pool's new size. Everything else (an error) still reaches stderr.
+STDERR_NOISE = re.compile(
+    r"Failed to load \S*torchao/_C\S*\.so|torch/utils/_pytree\.py:\d+\] .*register_constant\(\)"
+    r"|^\[cpuinfo_utils\.cpp:\d+\] |^\[threadpool\.cpp:\d+\] Resetting threadpool"
+)
+
+
+class _Said:
+    def __init__(self) -> None:
+        self.kept: list[str] = []  # the lines written to stderr in the block that were not noise
+
+
+@contextlib.contextmanager
+def quiet_stderr(noise: re.Pattern = STDERR_NOISE) -> Iterator[_Said]:
+    """Hold everything written to file descriptor 2 in the block (C++ logging and Python alike), then write back
+    every line that is not `noise`, so a real error is still seen (and callers can quote it from `.kept`)."""
+    said = _Said()
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no stderr to redirect (a closed descriptor): nothing to filter
+        yield said
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield said
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines(keepends=True)
+            said.kept = [line.rstrip("\n") for line in lines if not noise.search(line)]
+            if said.kept:
+                os.write(2, ("\n".join(said.kept) + "\n").encode())
 
 
 def open_runner(bundle: Bundle, backend: str = "auto", threads: int | None = 1) -> ProgramRunner:

@@ -2,6 +2,13 @@
 
 The manifest is the one contract between `crossl_edge.export` (which writes it) and the runtime (which
 reads it); its schema is documented in export/README.md. Standard library and numpy only: no torch.
+
+The manifest is sealed as it is written (`write_manifest`): its `integrity` record holds the sha256 of its
+content (the JSON without that record, keys sorted, no spaces, UTF-8) and one sha256 per top-level field,
+and `load_bundle` checks them before anything else, so an edited manifest is refused by the name of the
+field that changed. Indentation and key order are not content. The digest catches an edited or damaged
+manifest, not someone set on changing it (they can recompute it): for that a deployment signs its bundles
+(`crossl_edge.runtime.signing`) and its devices refuse any bundle not signed by a key they trust.
 """
 
 from __future__ import annotations
@@ -9,9 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:  # PyNaCl, only where bundles are signed or signatures checked
+    from nacl.signing import SigningKey, VerifyKey
 
 import numpy as np
 
@@ -23,6 +34,9 @@ FORMAT = "crossl-edge-bundle/1"
 FORMAT_HEAD = "crossl-edge-bundle/2"
 FORMATS = (FORMAT, FORMAT_HEAD)
 MANIFEST = "manifest.json"
+INTEGRITY = "integrity"  # the manifest's field that holds its own digest (and signature); not part of its content
+#: Paths (os.pathsep-separated) of the Ed25519 verify keys a device trusts; set, every bundle must be signed by one
+VERIFY_KEY_ENV = "CROSSL_EDGE_VERIFY_KEY"
 #: Backends a bundle can hold, and the file each writes inside the bundle folder.
 BACKEND_FILES = {"executorch": "model.pte", "litert": "model.tflite"}
 AGGREGATE = "aggregate"  # the aggregator + head program: (z [1,M,D], presence [1,M]) -> (logits [1,K], global [1,G])
@@ -158,6 +172,12 @@ class Manifest:
     def modality_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.specs)
 
+    @property
+    def digest(self) -> str | None:
+        """The sha256 of the manifest's content (checked by `load_bundle`); None on a manifest never sealed."""
+        record = self.raw.get(INTEGRITY)
+        return record.get("sha256") if isinstance(record, dict) else None
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Manifest":
         if not isinstance(d, dict) or d.get("format") not in FORMATS:
@@ -248,13 +268,106 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise BundleError(f"{mpath} is not valid JSON ({e})") from e
 
 
-def load_bundle(path: str | Path, backends: tuple[str, ...] | None = None) -> Bundle:
-    """Parse the manifest and check the sha256 of the files of `backends` (default: every listed file).
+def canonical(d: dict[str, Any]) -> bytes:
+    """The content of a manifest (or a part of it) as bytes: JSON with sorted keys, no spaces, UTF-8."""
+    return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
-    Raises BundleError, naming the file, for a missing, resized or altered file: a tampered or half-copied
-    bundle never reaches a runtime."""
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+DIGEST_OF = "the manifest without this field, as JSON with sorted keys and no spaces, UTF-8"
+RECORD_FIELDS = {"algorithm", "of", "sha256", "fields", "signature"}
+
+
+def manifest_content(d: dict[str, Any]) -> dict[str, Any]:
+    """The manifest without its integrity record: what the digest and the signature cover."""
+    return {k: v for k, v in d.items() if k != INTEGRITY}
+
+
+def seal(d: dict[str, Any], signing_key: "SigningKey | None" = None) -> dict[str, Any]:
+    """The manifest with a fresh integrity record (any old one replaced), signed with `signing_key` if given."""
+    body = json.loads(json.dumps(manifest_content(d)))  # as it will read back: tuples become lists, and so on
+    record: dict[str, Any] = {
+        "algorithm": "sha256",
+        "of": DIGEST_OF,
+        "sha256": _sha256(canonical(body)),
+        "fields": {k: _sha256(canonical({k: v})) for k, v in body.items()},
+    }
+    if signing_key is not None:
+        from crossl_edge.runtime.signing import sign
+
+        record["signature"] = sign(canonical(body), signing_key)
+    return {**body, INTEGRITY: record}
+
+
+def write_manifest(folder: Path, d: dict[str, Any], signing_key: "SigningKey | None" = None) -> dict[str, Any]:
+    """Seal `d` (see `seal`) and write it as the folder's manifest.json; returns what was written."""
+    sealed = seal(d, signing_key)
+    (Path(folder) / MANIFEST).write_text(json.dumps(sealed, indent=1))
+    return sealed
+
+
+def check_integrity(d: dict[str, Any], where: Path) -> str:
+    """The manifest's content digest, after checking it against its integrity record; BundleError naming the
+    file, and the fields that changed, if they differ."""
+    record = d.get(INTEGRITY)
+    if not (isinstance(record, dict) and record.get("algorithm") == "sha256" and isinstance(record.get("sha256"), str)
+            and isinstance(record.get("fields"), dict) and record.get("of") == DIGEST_OF and set(record) <= RECORD_FIELDS):
+        raise BundleError(
+            f"{where} has no valid integrity record (field {INTEGRITY!r}, the sha256 of its content): it was written "
+            "before manifests were sealed, or the record was edited or removed; re-export the bundle"
+        )
+    body = manifest_content(d)
+    digest = _sha256(canonical(body))
+    if digest == record["sha256"] and record["fields"] == {k: _sha256(canonical({k: v})) for k, v in body.items()}:
+        if "signature" in record:  # not covered by the digest: checked against itself (who signed is another matter)
+            from crossl_edge.runtime.signing import check_record
+
+            check_record(canonical(body), record["signature"], where)
+        return digest
+    fields = record["fields"]
+    changed = [k for k in body if k in fields and fields[k] != _sha256(canonical({k: body[k]}))]
+    added, removed = [k for k in body if k not in fields], [k for k in fields if k not in body]
+    if digest == record["sha256"] or not (changed or added or removed):
+        raise BundleError(f"{where}: its integrity record ({INTEGRITY!r}) was edited: it no longer describes the "
+                          "manifest's content; re-export (or re-copy) the bundle")
+    what = [f"{', '.join(map(repr, ks))} {verb}" for ks, verb in ((changed, "changed"), (added, "added"),
+                                                                    (removed, "removed")) if ks]
+    raise BundleError(f"{where} was edited after it was written (field {'; '.join(what)}): the manifest no longer "
+                      "matches its digest; re-export (or re-copy) the bundle rather than edit it")
+
+
+def trusted_keys(verify_keys: "Sequence[VerifyKey | str | Path] | None" = None) -> list["VerifyKey"]:
+    """The verify keys given (key objects or .pub files), or else those named by $CROSSL_EDGE_VERIFY_KEY."""
+    if verify_keys is None:
+        verify_keys = [p for p in os.environ.get(VERIFY_KEY_ENV, "").split(os.pathsep) if p.strip()]
+    if not verify_keys:
+        return []
+    from crossl_edge.runtime.signing import load_verify_key
+
+    return [load_verify_key(k) if isinstance(k, (str, Path)) else k for k in verify_keys]
+
+
+def load_bundle(
+    path: str | Path, backends: tuple[str, ...] | None = None,
+    verify_keys: "Sequence[VerifyKey | str | Path] | None" = None,
+) -> Bundle:
+    """Check the manifest's digest (and, where verify keys are given or named by $CROSSL_EDGE_VERIFY_KEY, its
+    signature), parse it, and check the sha256 of the files of `backends` (default: every listed file).
+
+    Raises BundleError, naming the file, for an edited or unsigned manifest and for a missing, resized or
+    altered file: a tampered or half-copied bundle never reaches a runtime."""
     path = Path(path)
-    manifest = Manifest.from_dict(read_manifest(path))
+    raw = read_manifest(path)
+    check_integrity(raw, path / MANIFEST)
+    keys = trusted_keys(verify_keys)
+    if keys:
+        from crossl_edge.runtime.signing import verify
+
+        verify(canonical(manifest_content(raw)), raw[INTEGRITY].get("signature"), keys, path / MANIFEST)
+    manifest = Manifest.from_dict(raw)
     check = manifest.backends if backends is None else backends
     for b in check:
         if b not in manifest.backends:

@@ -23,7 +23,10 @@ class InputError(ValueError):
 
 
 class _Feed:
-    """Writes float values into one program input as its stored type: q = clip(rint(x * a + b))."""
+    """Writes float values into one program input as its stored type: q = clip(rint(x * a + b)).
+
+    Every step is a ufunc writing into a preallocated buffer, with its constants as 0-d arrays: on inputs this
+    small a Python scalar's conversion, or np.clip's Python wrapper, costs more than the arithmetic."""
 
     def __init__(self, t: TensorIO, a: np.ndarray | float = 1.0, b: np.ndarray | float = 0.0) -> None:
         # x * a + b first applies any caller-side affine map (normalisation), then quantisation.
@@ -33,22 +36,33 @@ class _Feed:
         self.work = np.zeros(t.shape[1:], dtype=np.float32)
         self.out = np.zeros(t.shape, dtype=t.dtype)
         info = np.iinfo(t.dtype) if t.quantized else None
-        self.lo, self.hi = (info.min, info.max) if info else (0, 0)
+        self.lo, self.hi = (np.array(info.min, np.float32), np.array(info.max, np.float32)) if info else (None, None)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         np.multiply(x, self.a, out=self.work)
         np.add(self.work, self.b, out=self.work)
         if self.quantized:
             np.rint(self.work, out=self.work)
-            np.clip(self.work, self.lo, self.hi, out=self.work)
+            np.minimum(self.work, self.hi, out=self.work)
+            np.maximum(self.work, self.lo, out=self.work)
         self.out[0] = self.work  # casts to the stored type
         return self.out
 
 
-def _dequantize(value: np.ndarray, t: TensorIO) -> np.ndarray:
-    if not t.quantized:
-        return value.astype(np.float32, copy=False).reshape(t.shape[1:])
-    return ((value.astype(np.float32) - t.zero_point) * t.scale).reshape(t.shape[1:])
+class _Fetch:
+    """Reads one program output as float32 values [shape without the batch axis], a new array each call (callers
+    keep embeddings): real = (stored - zero_point) * scale, as two ufuncs with 0-d constants."""
+
+    def __init__(self, t: TensorIO) -> None:
+        self.quantized, self.shape = t.quantized, t.shape[1:]
+        self.zero_point, self.scale = np.array(t.zero_point, np.float32), np.array(t.scale, np.float32)
+
+    def __call__(self, value: np.ndarray) -> np.ndarray:
+        if not self.quantized:
+            return value.astype(np.float32, copy=False).reshape(self.shape)
+        out = np.subtract(value, self.zero_point, dtype=np.float32)
+        np.multiply(out, self.scale, out=out)
+        return out.reshape(self.shape)
 
 
 @dataclass
@@ -84,14 +98,16 @@ class EdgeModel:
         self.class_names = m.class_names
         self._enc_in: dict[str, _Feed] = {}
         self._enc_io: dict[str, TensorIO] = {}
-        self._enc_out: dict[str, TensorIO] = {}
+        self._enc_out: dict[str, _Fetch] = {}
+        self._programs = {s.name: encoder_program(s.name) for s in m.specs}
         for s in m.specs:
             prog = encoder_program(s.name)
             mean, std = norm_arrays(m, s.name)
             self._enc_in[s.name] = _Feed(entry.inputs[prog]["x"], 1.0 / std, -mean / std)
             self._enc_io[s.name] = entry.inputs[prog]["x"]
-            self._enc_out[s.name] = entry.outputs[prog]["embedding"]
-        agg_in, self._agg_out = entry.inputs[AGGREGATE], entry.outputs[AGGREGATE]
+            self._enc_out[s.name] = _Fetch(entry.outputs[prog]["embedding"])
+        agg_in, agg_out = entry.inputs[AGGREGATE], entry.outputs[AGGREGATE]
+        self._logits_out, self._global_out = _Fetch(agg_out["logits"]), _Fetch(agg_out["global"])
         self._z_in, self._p_in = _Feed(agg_in["z"]), _Feed(agg_in["presence"])
         self.head = _load_head(self.bundle)
         self._z = np.zeros((len(self.names), m.embed_dim), dtype=np.float32)
@@ -119,8 +135,13 @@ class EdgeModel:
             raise InputError(f"{name}: window of shape {window.shape}, the model takes ({s.channels}, {s.window})")
         if not np.isfinite(window).all():
             raise InputError(f"{name}: window holds NaN or infinite values")
-        (out,) = self.runner.run(encoder_program(name), [self._enc_in[name](window)])
-        return _dequantize(out, self._enc_out[name])
+        return self.encode_checked(name, window)
+
+    def encode_checked(self, name: str, window: np.ndarray) -> np.ndarray:
+        """`encode` without its checks, for callers whose windows are a bundle modality's shape and finite by
+        construction (the streaming classifier drops non-finite samples as they are pushed)."""
+        (out,) = self.runner.run(self._programs[name], [self._enc_in[name](window)])
+        return self._enc_out[name](out)
 
     def aggregate(self, embeddings: dict[str, np.ndarray]) -> Output:
         """Fuse the embeddings of the present modalities (absent ones are simply not in the dict)."""
@@ -133,8 +154,8 @@ class EdgeModel:
             self._z[i] = z
             self._presence[i] = 1.0
         logits, g = self.runner.run(AGGREGATE, [self._z_in(self._z), self._p_in(self._presence)])
-        base = _dequantize(logits, self._agg_out["logits"])
-        g = _dequantize(g, self._agg_out["global"])
+        base = self._logits_out(logits)
+        g = self._global_out(g)
         logits = base if self.head is None else self.head(g, base)
         return Output(logits, softmax(logits), g, base)
 

@@ -13,6 +13,14 @@ per-channel statistics of everything this classifier has streamed, instead of th
 Time is the caller's clock (host seconds; the bridge maps device clocks onto it), not the wall clock,
 so a replay runs faster than real time and gives the same predictions.
 
+Predictions and their times do not depend on how the samples were cut into pushes (one sample at a time or a
+minute at once), as long as every stream has been pushed up to the time a poll asks for (as `run` and the
+bridge's hub do): a ring grows to keep every sample a prediction not yet polled still needs, up to
+`max_backlog_s`; a prediction whose window fell out of that is skipped and counted (`skipped_ticks`), never
+made from another window. Per-user adaptation folds samples into the running statistics up to each window's
+end when that window is encoded, not when they arrive, so a long push does not leak later samples into
+earlier windows' statistics (tests/test_stream.py checks both on random push schedules).
+
 Bad input never stops the stream: a chunk of the wrong shape or for an unknown modality raises
 InputError (the caller's bug, said clearly); non-finite samples, chunks that go back in time, and gaps
 are dropped or reset and counted in `counters`, and logged.
@@ -73,7 +81,28 @@ class _Channel:
     def reset(self, t0: float | None) -> None:
         self.t0 = t0  # time of sample 0 of the segment; None: no samples since the last reset
         self.count = 0  # samples in the segment so far
+        self.folded = 0  # samples of the segment already in the session statistics (per-user adaptation)
         self.segment += 1
+
+    @property
+    def oldest(self) -> int:
+        """Index of the oldest sample the ring still holds."""
+        return max(0, self.count - self.capacity)
+
+    def grow(self, capacity: int) -> None:
+        """Hold `capacity` samples from now on, keeping every sample held (each at its index modulo capacity)."""
+        if capacity <= self.capacity:
+            return
+        idx = np.arange(self.oldest, self.count)
+        buf = np.zeros((capacity, self.spec.channels), dtype=np.float32)
+        buf[idx % capacity] = self.buf[idx % self.capacity]
+        self.buf, self.capacity = buf, capacity
+
+    def samples(self, start: int, stop: int) -> np.ndarray:
+        """Samples [start, stop) as [n, C] (a copy); they must still be held."""
+        if start < self.oldest or stop > self.count:
+            raise IndexError(f"{self.spec.name}: samples [{start}, {stop}) are not all held ({self.oldest}..{self.count})")
+        return self.buf[np.arange(start, stop) % self.capacity]
 
     @property
     def t_next(self) -> float:
@@ -136,7 +165,7 @@ class StreamingClassifier:
 
     def __init__(
         self, model: EdgeModel, hop_s: float | None = None, absent_after_s: float = 2.0, max_gap_s: float = 0.5,
-        history_s: float = 5.0,
+        history_s: float = 5.0, max_backlog_s: float = 300.0,
     ) -> None:
         m = model.manifest
         self.model = model
@@ -148,6 +177,11 @@ class StreamingClassifier:
         self.window_s = m.window_s
         self.channels = {
             s.name: _Channel(s, s.window + int(math.ceil((self.hop_s + history_s) * s.sample_rate)) + 1) for s in m.specs
+        }
+        # how far a ring may grow to keep the windows of predictions not yet polled (pushes ahead of polls)
+        self._max_capacity = {
+            s.name: max(self.channels[s.name].capacity, s.window + int(math.ceil(max_backlog_s * s.sample_rate)) + 1)
+            for s in m.specs
         }
         self._work = {s.name: np.zeros((s.channels, s.window), dtype=np.float32) for s in m.specs}
         self._cache: dict[str, tuple[tuple[int, int], np.ndarray]] = {}  # name -> ((segment, end), embedding)
@@ -184,8 +218,10 @@ class StreamingClassifier:
             raise InputError(f"{name}: timestamp {t0} is not finite")
         self.counters.chunks += 1
         self.counters.samples += len(x)
-        finite = np.isfinite(x).all(axis=1)
-        if not finite.all():
+        # one reduction in the common case: only a chunk whose sum is not finite (a NaN or inf in it, or values so
+        # large the sum overflowed) is looked at sample by sample
+        finite = np.isfinite(x).all(axis=1) if not np.isfinite(x.sum()) else None
+        if finite is not None and not finite.all():
             bad = int((~finite).sum())
             self.counters.nonfinite_dropped += bad
             log.warning("%s: dropped %d non-finite samples", name, bad)
@@ -215,14 +251,40 @@ class StreamingClassifier:
             elif -late > max(self.max_gap_s, 2 * ch.period):
                 self.counters.gaps += 1
                 log.warning("%s: %.3f s gap in the stream; its window refills", ch.spec.name, -late)
+                self._fold(ch, ch.count)  # the old segment's samples count for the session all the same
                 ch.reset(t0)
             else:  # jitter or a few lost samples: bridged, re-anchored so the newest samples keep their true time
                 ch.t0 = t0 - ch.count * ch.period
-        ch.append(x)
-        if self.adapt:
-            self.session_stats[ch.spec.name].update(x)
         if self.next_tick is None:
             self.next_tick = t0 + self.window_s
+        self._make_room(ch, x)
+        ch.append(x)
+
+    def _make_room(self, ch: _Channel, x: np.ndarray) -> None:
+        """Grow the ring so that appending x keeps every sample the next prediction's window (and the ones after
+        it) and the session statistics still need; past max_backlog_s, fold what is about to go and let it go."""
+        needed = ch.window_end(self.next_tick) - ch.spec.window if self.next_tick is not None else 0
+        keep_from = max(0, min(needed, ch.count))
+        if self.adapt:
+            keep_from = min(keep_from, ch.folded)
+        want = ch.count + len(x) - keep_from
+        if want <= ch.capacity:
+            return
+        limit = self._max_capacity[ch.spec.name]
+        ch.grow(min(limit, max(want, 2 * ch.capacity)))
+        if want > ch.capacity and self.adapt:  # unfolded samples would be overwritten: count them first
+            lost = ch.count + len(x) - ch.capacity  # samples with index below this will not be held
+            self._fold(ch, min(lost, ch.count))
+            if lost > ch.count:
+                self.session_stats[ch.spec.name].update(x[ch.folded - ch.count : lost - ch.count])
+                ch.folded = lost
+
+    def _fold(self, ch: _Channel, upto: int) -> None:
+        """Per-user adaptation: add the segment's samples up to index `upto` to the session statistics."""
+        if not self.adapt or upto <= ch.folded:
+            return
+        self.session_stats[ch.spec.name].update(ch.samples(ch.folded, upto))
+        ch.folded = upto
 
     def set_connected(self, name: str, connected: bool) -> None:
         """What the bridge knows: a disconnected modality is absent at once and its buffer is discarded."""
@@ -231,6 +293,7 @@ class StreamingClassifier:
             raise InputError(f"unknown modality {name!r}; the bundle has {', '.join(self.channels)}")
         if ch.connected and not connected:
             self.counters.disconnects += 1
+            self._fold(ch, ch.count)
             ch.reset(None)
             self._cache.pop(name, None)
         ch.connected = connected
@@ -262,27 +325,37 @@ class StreamingClassifier:
             self.counters.skipped_ticks += behind - self.MAX_TICKS_PER_POLL
             self.next_tick += (behind - self.MAX_TICKS_PER_POLL) * self.hop_s
         while self.next_tick <= now + 1e-9:
-            out.append(self.predict_at(self.next_tick))
+            p = self.predict_at(self.next_tick)
+            if p is not None:
+                out.append(p)
             self.next_tick += self.hop_s
         return out
 
-    def present_at(self, t: float) -> dict[str, int]:
-        """{modality: window end index} for the modalities present at stream time t."""
+    def present_at(self, t: float) -> dict[str, int] | None:
+        """{modality: window end index} for the modalities present at stream time t; None when a present
+        modality's window at t is no longer held (polled more than max_backlog_s behind its pushes)."""
         present = {}
         for name, ch in self.channels.items():
             if not ch.connected or ch.t0 is None or t - ch.t_next > self.absent_after_s:
                 continue
             end = ch.window_end(t)
-            if end - ch.spec.window < ch.count - ch.capacity:  # polled far behind the pushes: take the newest
-                end = ch.count
-            if end >= ch.spec.window:
-                present[name] = end
+            if end < ch.spec.window:
+                continue
+            if end - ch.spec.window < ch.oldest:
+                return None
+            present[name] = end
         return present
 
-    def predict_at(self, t: float) -> Prediction:
+    def predict_at(self, t: float) -> Prediction | None:
+        """The prediction at stream time t, or None (counted in skipped_ticks) when its windows are gone."""
         t = float(t)
         start = time.perf_counter()
         present = self.present_at(t)
+        if present is None:
+            self.counters.skipped_ticks += 1
+            log.warning("prediction at %.3f s skipped: its windows are no longer held (the pushes ran more than "
+                        "max_backlog_s ahead of the polls)", t)
+            return None
         self.counters.predictions += 1
         if not present:
             self.counters.no_modality += 1
@@ -296,9 +369,10 @@ class StreamingClassifier:
                 embeddings[name] = cached[1]
                 self.counters.encoder_reuses[name] += 1
                 continue
-            if self.adapt:
+            if self.adapt:  # the statistics of every sample up to this window's end, as in training
+                self._fold(ch, end)
                 self.model.set_normalization(name, *self.session_stats[name].mean_std(self._floor[name]))
-            z = self.model.encode(name, ch.window(end, self._work[name]))
+            z = self.model.encode_checked(name, ch.window(end, self._work[name]))  # finite and shaped by push
             self._cache[name] = (key, z)
             embeddings[name] = z
             encoded.append(name)
