@@ -6,8 +6,11 @@ import argparse
 import importlib.metadata
 import logging
 import platform
+import contextlib
 import shutil
+import signal
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,6 +89,32 @@ def quiet_toolchain() -> None:
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
+@contextlib.contextmanager
+def _interrupts_remembered():
+    """Ctrl-C raises KeyboardInterrupt as usual, and is also remembered, so that `_stop_if_interrupted` ends the
+    export at its next step even when a library swallowed the exception (a bare `except:` in a lowering path
+    once let an interrupted export finish and publish its bundle)."""
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+
+    def handler(signum, frame):
+        seen.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop_if_interrupted(seen: list[int]) -> None:
+    if seen:
+        raise KeyboardInterrupt
+
+
 def _reject(staging: Path, out: Path) -> Path:
     """Keep a bundle that failed its checks as <out>.rejected/ for inspection; never where a bundle is looked for."""
     rejected = out.with_name(out.name + ".rejected")
@@ -150,100 +179,103 @@ def body(args: argparse.Namespace) -> int:
 
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        builders = {"executorch": executorch_backend.build, "litert": litert_backend.build}
-        entries, int8_choices = {}, {}
-        for backend in args.backends:
-            log.info("%s: %s programs, lowering%s ...", backend, precision, " after calibrating each" if args.int8 else "")
-            tb = time.perf_counter()
-            data, inputs, outputs, int8_choices[backend] = builders[backend](programs, args.int8, args.int8_tolerance)
-            f = staging / BACKEND_FILES[backend]
-            f.write_bytes(data)
-            entries[backend] = BackendEntry(backend, f.name, sha256_file(f), len(data), inputs, outputs)
-            log.info("%s %s: %d bytes in %.1f s", backend, precision, len(data), time.perf_counter() - tb)
-
-        manifest = {
-            "format": FORMAT,
-            "name": out.name,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "source": {"run": str(run_dir), "checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt),
-                       "dataset": info.choice.dataset, "split": info.choice.to_dict(),
-                       "test_subjects": sorted({str(v) for v in prep.ws.subject[prep.test]})},
-            "modalities": [s.to_dict() for s in info.specs],
-            "class_names": list(info.class_names),
-            "normalization": info.norm.to_dict(),
-            "session_normalization": {"std_floor_fraction": SESSION_STD_FLOOR} if info.choice.normalization == "session" else None,
-            "window_s": info.specs[0].window_seconds,
-            "hop_s": run_hop_s(info, data_root),
-            "embed_dim": info.model_cfg.encoder.embed_dim,
-            "global_dim": net.aggregator.feature_dim,
-            "precision": precision,
-            "quantization": None if not args.int8 else {
-                "method": "PT2E post-training static quantisation",
-                "weights": "int8, per-channel symmetric",
-                "activations": "int8, per-tensor affine (histogram observer)",
-                "calibration_windows": len(calib_idx),
-                "calibration_data": f"normalised training windows of split {info.choice.split} ({info.choice.protocol}); "
-                                    "aggregator on their fp32 embeddings, half with random sensors absent",
-                "seed": args.seed,
-                "encoder_int8_tolerance": args.int8_tolerance,
-                "io": "per tensor under backends.<b>.programs.<p>.inputs/outputs: real = (q - zero_point) * scale",
-                "fp32_parts": "each encoder's first conv; the aggregator's normalisation and mask blend",
-                "int8_parts": int8_choices,
-            },
-            "programs": {"encoders": {s.name: f"enc_{s.name}" for s in info.specs}, "aggregate": AGGREGATE},
-            "backends": {b: e.to_dict() for b, e in entries.items()},
-            "tools": tool_versions(),
-        }
-        write_manifest(staging, manifest, signing_key)
-
-        ref_z, ref_logits = torch_reference(net, {s.name: prep.ws.x[s.name][test] for s in info.specs})
-        session = info.choice.normalization == "session"
-        # a session-normalised model is checked on the windows as its sessions standardise them (the runtime's
-        # running statistics), handed to the programs as they are
-        raw_test = {s.name: (prep.ws if session else raw).x[s.name][test] for s in info.specs}
-        checks = []
+    with _interrupts_remembered() as interrupted:
+        staging.mkdir(parents=True)
         try:
-            # the exporter's own check, whatever $CROSSL_EDGE_VERIFY_KEY says: its signature, if it signs, must verify
-            bundle = load_bundle(staging, verify_keys=[signing_key.verify_key] if signing_key else [])
+            builders = {"executorch": executorch_backend.build, "litert": litert_backend.build}
+            entries, int8_choices = {}, {}
             for backend in args.backends:
-                model = EdgeModel(bundle, backend, threads=1)  # a program its runtime refuses to load fails here
-                for s in info.specs if session else ():
-                    model.set_normalization(s.name, np.zeros(s.channels, np.float32), np.ones(s.channels, np.float32))
-                checks.append(check_backend(model, net, raw_test, raw.y[test], ref_z, ref_logits, args.int8, args.seed))
-                print(checks[-1].line())
-        except BundleError as e:
-            raise ExportError(f"{e}; the bundle was NOT published (kept for inspection in {_reject(staging, out)})") from e
-        manifest["verification"] = {
-            "data": f"{len(test)} labelled test windows of split {info.choice.split}, all sensors present; aggregator "
-                    "alone under random presence masks",
-            "tolerance": {"int8": {"argmax_agreement_min": INT8_AGREEMENT, "macro_f1_drop_max": INT8_F1_DROP}}
-            if args.int8 else {"fp32": {"max_logit_diff": FP32_LOGIT_TOL}},
-            "results": {c.backend: c.to_dict() for c in checks},
-        }
-        write_manifest(staging, manifest, signing_key)
-        failed = [c for c in checks if c.failures]
-        if failed:
-            raise ExportError(
-                "verification failed for " + ", ".join(f"{c.backend} ({'; '.join(c.failures)})" for c in failed)
-                + f"; the bundle was NOT published (kept for inspection in {_reject(staging, out)})"
-            )
-        if out.exists():
-            old = out.with_name(out.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            staging.rename(out)
-            shutil.rmtree(old)
-        else:
-            staging.rename(out)
-    except ExportError:  # verification or loading failed: kept as <out>.rejected, the message says so
-        raise
-    except BaseException:  # a lowering that crashed, a full disk, Ctrl-C: no half-written bundle stays behind
-        shutil.rmtree(staging, ignore_errors=True)
-        print(f"export failed: the half-written {staging} was removed; no bundle was published"
-              + (f" and {out} is as it was" if out.exists() else ""), file=sys.stderr, flush=True)
-        raise
+                log.info("%s: %s programs, lowering%s ...", backend, precision, " after calibrating each" if args.int8 else "")
+                tb = time.perf_counter()
+                data, inputs, outputs, int8_choices[backend] = builders[backend](programs, args.int8, args.int8_tolerance)
+                f = staging / BACKEND_FILES[backend]
+                f.write_bytes(data)
+                entries[backend] = BackendEntry(backend, f.name, sha256_file(f), len(data), inputs, outputs)
+                log.info("%s %s: %d bytes in %.1f s", backend, precision, len(data), time.perf_counter() - tb)
+                _stop_if_interrupted(interrupted)
+
+            manifest = {
+                "format": FORMAT,
+                "name": out.name,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "source": {"run": str(run_dir), "checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt),
+                           "dataset": info.choice.dataset, "split": info.choice.to_dict(),
+                           "test_subjects": sorted({str(v) for v in prep.ws.subject[prep.test]})},
+                "modalities": [s.to_dict() for s in info.specs],
+                "class_names": list(info.class_names),
+                "normalization": info.norm.to_dict(),
+                "session_normalization": {"std_floor_fraction": SESSION_STD_FLOOR} if info.choice.normalization == "session" else None,
+                "window_s": info.specs[0].window_seconds,
+                "hop_s": run_hop_s(info, data_root),
+                "embed_dim": info.model_cfg.encoder.embed_dim,
+                "global_dim": net.aggregator.feature_dim,
+                "precision": precision,
+                "quantization": None if not args.int8 else {
+                    "method": "PT2E post-training static quantisation",
+                    "weights": "int8, per-channel symmetric",
+                    "activations": "int8, per-tensor affine (histogram observer)",
+                    "calibration_windows": len(calib_idx),
+                    "calibration_data": f"normalised training windows of split {info.choice.split} ({info.choice.protocol}); "
+                                        "aggregator on their fp32 embeddings, half with random sensors absent",
+                    "seed": args.seed,
+                    "encoder_int8_tolerance": args.int8_tolerance,
+                    "io": "per tensor under backends.<b>.programs.<p>.inputs/outputs: real = (q - zero_point) * scale",
+                    "fp32_parts": "each encoder's first conv; the aggregator's normalisation and mask blend",
+                    "int8_parts": int8_choices,
+                },
+                "programs": {"encoders": {s.name: f"enc_{s.name}" for s in info.specs}, "aggregate": AGGREGATE},
+                "backends": {b: e.to_dict() for b, e in entries.items()},
+                "tools": tool_versions(),
+            }
+            write_manifest(staging, manifest, signing_key)
+
+            ref_z, ref_logits = torch_reference(net, {s.name: prep.ws.x[s.name][test] for s in info.specs})
+            session = info.choice.normalization == "session"
+            # a session-normalised model is checked on the windows as its sessions standardise them (the runtime's
+            # running statistics), handed to the programs as they are
+            raw_test = {s.name: (prep.ws if session else raw).x[s.name][test] for s in info.specs}
+            checks = []
+            try:
+                # the exporter's own check, whatever $CROSSL_EDGE_VERIFY_KEY says: its signature, if it signs, must verify
+                bundle = load_bundle(staging, verify_keys=[signing_key.verify_key] if signing_key else [])
+                for backend in args.backends:
+                    model = EdgeModel(bundle, backend, threads=1)  # a program its runtime refuses to load fails here
+                    for s in info.specs if session else ():
+                        model.set_normalization(s.name, np.zeros(s.channels, np.float32), np.ones(s.channels, np.float32))
+                    checks.append(check_backend(model, net, raw_test, raw.y[test], ref_z, ref_logits, args.int8, args.seed))
+                    print(checks[-1].line())
+            except BundleError as e:
+                raise ExportError(f"{e}; the bundle was NOT published (kept for inspection in {_reject(staging, out)})") from e
+            manifest["verification"] = {
+                "data": f"{len(test)} labelled test windows of split {info.choice.split}, all sensors present; aggregator "
+                        "alone under random presence masks",
+                "tolerance": {"int8": {"argmax_agreement_min": INT8_AGREEMENT, "macro_f1_drop_max": INT8_F1_DROP}}
+                if args.int8 else {"fp32": {"max_logit_diff": FP32_LOGIT_TOL}},
+                "results": {c.backend: c.to_dict() for c in checks},
+            }
+            write_manifest(staging, manifest, signing_key)
+            _stop_if_interrupted(interrupted)
+            failed = [c for c in checks if c.failures]
+            if failed:
+                raise ExportError(
+                    "verification failed for " + ", ".join(f"{c.backend} ({'; '.join(c.failures)})" for c in failed)
+                    + f"; the bundle was NOT published (kept for inspection in {_reject(staging, out)})"
+                )
+            if out.exists():
+                old = out.with_name(out.name + ".old")
+                shutil.rmtree(old, ignore_errors=True)
+                out.rename(old)
+                staging.rename(out)
+                shutil.rmtree(old)
+            else:
+                staging.rename(out)
+        except ExportError:  # verification or loading failed: kept as <out>.rejected, the message says so
+            raise
+        except BaseException:  # a lowering that crashed, a full disk, Ctrl-C: no half-written bundle stays behind
+            shutil.rmtree(staging, ignore_errors=True)
+            print(f"export failed: the half-written {staging} was removed; no bundle was published"
+                  + (f" and {out} is as it was" if out.exists() else ""), file=sys.stderr, flush=True)
+            raise
     sizes = ", ".join(f"{b} {e.bytes / 1024:.1f} KiB" for b, e in entries.items())
     signed = f"; signed by key {bytes(signing_key.verify_key).hex()[:16]}" if signing_key else ""
     print(f"bundle {out} ({precision}; {sizes}{signed}) written and verified in {time.perf_counter() - t0:.1f} s")
