@@ -70,12 +70,14 @@ def units(model: EdgeModel, data: str | None) -> tuple[list[tuple[str, str, dict
     else:
         keys = [("val", s) for s in val] + [("test", s) for s in src["test_subjects"]]
         field = ws.subject
+    # a bundle trained with session normalisation: its training statistics only set the running std's floor
+    training = None if m.session_std_floor is None else NormStats(
+        mean={n: m.norm_mean[n] for n in model.names}, std={n: m.norm_std[n] for n in model.names})
     for role, key in keys:
         idx = np.flatnonzero(field == key)
         stream = np.arange(len(idx)) if protocol.startswith("group:") else np.zeros(len(idx), dtype=int)
         norm = None
-        if m.session_std_floor is not None:
-            training = NormStats(mean={n: m.norm_mean[n] for n in model.names}, std={n: m.norm_std[n] for n in model.names})
+        if training is not None:
             norm = session_running_stats(ws.subset(idx), np.zeros(len(idx)), training, m.session_std_floor)
         out.append((role, key, {n: ws.x[n][idx] for n in model.names}, y_all[idx], ws.t_start[idx], stream, norm))
     cut = "per-class" if protocol.startswith("group:") else "global"

@@ -4,7 +4,8 @@ CroSSL-pretrain on the training subjects of Stress-Predict, then with 10% of the
 probe and a fine-tuned classifier, beside the same network trained supervised from scratch (with and
 without modality dropout), the probe on the untrained network (random features) and the window-statistics +
 logistic-regression baseline; score all on held-out subjects with every subset of sensors present, and publish
-the network with the best *validation* macro-F1 (ties: the lower validation loss) as <run>/model.pt for `python -m crossl_edge.export` (the test scores never choose it).
+the network with the best *validation* macro-F1 (ties: the lower validation loss) as <run>/model.pt for
+`python -m crossl_edge.export` (the test scores never choose it).
 
 Stress-Predict is the default because it is the multi-sensor, multi-rate, multi-subject set at hand
 (4 wrist modalities at 4-64 Hz, 34 labelled people) and MIT-licensed, so the loader may download it.
