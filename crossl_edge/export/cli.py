@@ -91,17 +91,21 @@ def quiet_toolchain() -> None:
 
 @contextlib.contextmanager
 def _interrupts_remembered():
-    """Ctrl-C raises KeyboardInterrupt as usual, and is also remembered, so that `_stop_if_interrupted` ends the
-    export at its next step even when a library swallowed the exception (a bare `except:` in a lowering path
-    once let an interrupted export finish and publish its bundle)."""
+    """The first Ctrl-C is remembered, and `_stop_if_interrupted` ends the export at its next step (after the
+    current backend's lowering or check); a second Ctrl-C stops at once. Raising on the first one could land inside
+    a native module's import during lowering: one such run aborted (SIGABRT) and left its `.partial/` behind,
+    another swallowed the KeyboardInterrupt and published its bundle."""
     seen: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield seen
         return
 
     def handler(signum, frame):
+        if seen:
+            raise KeyboardInterrupt
         seen.append(signum)
-        raise KeyboardInterrupt
+        print("interrupt: the export stops after its current step (Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -244,6 +248,7 @@ def body(args: argparse.Namespace) -> int:
                         model.set_normalization(s.name, np.zeros(s.channels, np.float32), np.ones(s.channels, np.float32))
                     checks.append(check_backend(model, net, raw_test, raw.y[test], ref_z, ref_logits, args.int8, args.seed))
                     print(checks[-1].line())
+                    _stop_if_interrupted(interrupted)
             except BundleError as e:
                 raise ExportError(f"{e}; the bundle was NOT published (kept for inspection in {_reject(staging, out)})") from e
             manifest["verification"] = {
