@@ -12,7 +12,10 @@ from benchmarks import accuracy_stats as bs
 from crossl_edge.data import load_windows
 from crossl_edge.metrics import macro_f1
 from crossl_edge.models import CroSSLNet
-from crossl_edge.models.encoder import EncoderConfig, ModalityEncoder, channel_stats, envelope_factor, stem_stride
+from crossl_edge.models.crossl import ModelConfig
+from crossl_edge.models.encoder import (
+    EncoderConfig, ModalityEncoder, channel_stats, envelope_factor, stem_stride, window_moments,
+)
 from crossl_edge.spec import ModalitySpec
 from crossl_edge.training.batches import fixed_size_batches
 from crossl_edge.training.device import place
@@ -46,7 +49,7 @@ def test_emg_front_end_is_the_rectified_mean_and_discards_the_carrier():
     assert torch.allclose(enc.front(x), expected, atol=1e-6)
     # a sign flip of the carrier (same envelope) gives the same embedding: only the envelope reaches the convs
     assert torch.allclose(enc(x), enc(-x), atol=1e-5)
-    assert not any(p.requires_grad for n, p in enc.front.named_buffers())
+    assert not list(enc.front.parameters())  # a fixed average, not learnt
 
 
 def test_statistics_path_sees_level_and_spread():
@@ -55,7 +58,28 @@ def test_statistics_path_sees_level_and_spread():
     assert torch.allclose(s, torch.tensor([[2.0, 0.0, 1.0, 0.0]]), atol=1e-3)
     enc = ModalityEncoder(ModalitySpec("acc", "acc", 2, 4, 4), EncoderConfig(min_length=1)).eval()
     assert enc.stats is not None
-    assert ModalityEncoder(ModalitySpec("acc", "acc", 2, 4, 4), EncoderConfig(stats_path=False)).stats is None
+    assert ModalityEncoder(ModalitySpec("acc", "acc", 2, 4, 4), EncoderConfig(stats_path=False, input_norm="none")).stats is None
+    with pytest.raises(ValueError, match="statistics path"):
+        EncoderConfig(stats_path=False)  # standardised windows without the path would lose level and spread
+
+
+def test_window_input_norm_gives_the_convs_shape_and_the_statistics_path_level_and_spread():
+    spec = ModalitySpec("eda", "eda", 1, 4, 40)
+    torch.manual_seed(0)
+    enc = ModalityEncoder(spec, EncoderConfig()).eval()
+    x = torch.randn(3, 1, 40)
+    stats_out = enc.stats(channel_stats(x))
+    # the conv path is blind to an offset and to a gain (above the floor): only the statistics path moves
+    shifted = x * 3.0 + 5.0
+    conv = enc(x) - stats_out
+    assert torch.allclose(enc(shifted) - enc.stats(channel_stats(shifted)), conv, atol=1e-4)
+    assert not torch.allclose(enc(shifted), enc(x), atol=1e-2)
+    # a flat window is not blown up: its conv input stays within the floor's scale
+    flat = torch.full((1, 1, 40), 2.0) + 1e-3 * torch.randn(1, 1, 40)
+    _, centred, var = window_moments(flat)
+    assert float((centred / torch.sqrt(var + enc.floor_sq)).abs().max()) < 0.1
+    old = ModelConfig.from_dict({"encoder": {"embed_dim": 64}})  # a checkpoint from before the option
+    assert old.encoder.input_norm == "none" and ModelConfig().encoder.input_norm == "window"
 
 
 @pytest.mark.parametrize("n,batch", [(130, 64), (26, 64), (64, 64), (7, 3)])

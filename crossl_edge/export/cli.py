@@ -224,7 +224,9 @@ def body(args: argparse.Namespace) -> int:
                     "seed": args.seed,
                     "encoder_int8_tolerance": args.int8_tolerance,
                     "io": "per tensor under backends.<b>.programs.<p>.inputs/outputs: real = (q - zero_point) * scale",
-                    "fp32_parts": "each encoder's first conv; the aggregator's normalisation and mask blend",
+                    "fp32_parts": "in each encoder, the window's moments and standardisation, the EMG envelope (a mean) and "
+                                  "the BatchNorm of the statistics path, plus every conv or linear layer not in its "
+                                  "int8_parts chosen plan; in the aggregator, its normalisation and mask blend",
                     "int8_parts": int8_choices,
                 },
                 "programs": {"encoders": {s.name: f"enc_{s.name}" for s in info.specs}, "aggregate": AGGREGATE},

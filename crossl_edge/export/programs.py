@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from crossl_edge.models.crossl import CroSSLNet
-from crossl_edge.models.encoder import SeparableBlock
+from crossl_edge.models.encoder import SeparableBlock, StatisticsPath
 from crossl_edge.runtime.bundle import AGGREGATE, encoder_program
 
 log = logging.getLogger(__name__)
@@ -56,28 +56,30 @@ class Program:
     int8_plans: tuple[tuple[type, ...], ...]  # module types to quantise to int8, most aggressive first
 
 
-# What is int8 and what stays fp32, measured on Stress-Predict (demo run, 1,000 test windows, embedding error
-# ||int8 - fp32|| / ||fp32||): quantising each encoder's *input* costs 0.22 on EDA and BVP on its own
-# (training-set standardisation leaves an EDA window's own variation at about one int8 step), and the
-# aggregator's layer norm and mask blend in int8 cut argmax agreement with fp32 to 0.93. So the first conv
-# of each encoder (under 1% of the weights) and the aggregator's normalisation stay fp32. The separable
-# convs are int8 where that keeps the encoder's error under ENCODER_INT8_TOL on calibration windows (EDA's
-# int8 convs measured 0.34); otherwise only its projection is. The aggregator's MLP and the head are int8.
-ENCODER_INT8_PLANS = ((SeparableBlock, nn.Linear), (nn.Linear,))  # tried in order
+# What is int8 and what stays fp32. Every conv and linear layer of an encoder's conv path is int8 (plan 1): its
+# convs see each window standardised (EncoderConfig.input_norm "window"), which fills the int8 range whatever
+# the window's level. Before that, with the training-set standardisation alone, quantising the input cost
+# EDA and BVP a relative embedding error of 0.22 and EDA's convs 0.34, so the first conv stayed fp32. What
+# stays fp32 has few weights or none: the window's moments and standardisation, the EMG envelope (a mean),
+# the statistics path (FP32_MODULES: it carries levels that differ between people beyond any calibration
+# range), and the aggregator's layer norm and mask blend (in int8 they cut argmax agreement with fp32 to 0.93). An encoder falls back to the next plan where its calibration error exceeds
+# ENCODER_INT8_TOL (a model trained with input_norm "none", say) or its backend refuses the program.
+ENCODER_INT8_PLANS = ((nn.Conv1d, nn.Linear), (SeparableBlock, nn.Linear), (nn.Linear,))  # tried in order
+# Never int8, whatever the plan: see StatisticsPath.
+FP32_MODULES = (StatisticsPath,)
 AGGREGATE_INT8_PLANS = ((nn.Linear,),)
 ENCODER_INT8_TOL = 0.10
 
 
 def in_modules(node, types: tuple[type, ...]) -> bool:
-    """Whether an exported graph node was traced inside a module of one of `types` (by class name: torch's
-    export metadata holds the class or its qualified name depending on the version)."""
+    """Whether an exported graph node was traced inside a module of one of `types` and of none of
+    FP32_MODULES (by class name: torch's export metadata holds the class or its qualified name depending on
+    the version)."""
     if node.op != "call_function":
         return True  # weights and constants (BatchNorm-folded ones carry no module stack) go with their op
-    names = {t.__qualname__ for t in types}
-    for _, t in node.meta.get("nn_module_stack", {}).values():
-        if getattr(t, "__qualname__", str(t).rsplit(".", 1)[-1].strip("'>")) in names:
-            return True
-    return False
+    stack = {getattr(t, "__qualname__", str(t).rsplit(".", 1)[-1].strip("'>"))
+             for _, t in node.meta.get("nn_module_stack", {}).values()}
+    return bool(stack & {t.__qualname__ for t in types}) and not stack & {t.__qualname__ for t in FP32_MODULES}
 
 
 def presence_patterns(n_modalities: int, n: int, rng: np.random.Generator, all_present: float = 0.5) -> np.ndarray:
@@ -147,11 +149,15 @@ def relative_error(quantized: nn.Module, program: Program, n: int = 256) -> floa
 
 def quantize(
     program: Program, make_quantizer: Callable, fold_quantize: bool = True, tolerance: float = ENCODER_INT8_TOL,
-    plans: tuple[tuple[type, ...], ...] | None = None,
+    plans: tuple[tuple[type, ...], ...] | None = None, refusal: Callable[[nn.Module], str | None] | None = None,
 ) -> tuple[nn.Module, dict]:
     """PT2E post-training int8 of one program, with the first of its int8 plans (or `plans`) whose calibration
-    error is within `tolerance` (else the last plan). `make_quantizer(types)` gives the backend's quantizer that
-    annotates only modules of those types. Returns the module and what was chosen, for the manifest."""
+    error is within `tolerance` (else the last plan) and that the backend accepts: `refusal(module)` says why
+    the backend cannot lower or load it, or None. `make_quantizer(types)` gives the backend's quantizer that
+    annotates only modules of those types. Returns the module and what was chosen, for the manifest.
+
+    If the backend refuses every plan, the program stays fp32 (chosen: {"int8": []}) and the manifest says why:
+    an export never fails because one program would not quantise."""
     from torchao.quantization.pt2e import move_exported_model_to_eval
 
     tried = []
@@ -164,6 +170,13 @@ def quantize(
         tried.append({"int8": [t.__name__ for t in types], "calibration_rel_error": round(err, 4)})
         log.info("  %s: int8 %s, relative error %.3f on calibration windows", program.name,
                  "+".join(t.__name__ for t in types), err)
-        if err <= tolerance or i == len(plans) - 1:
+        if err > tolerance and i < len(plans) - 1:
+            continue
+        why = refusal(q) if refusal is not None else None
+        if why is None:
             return q, {"chosen": tried[-1], "tried": tried}
-    raise AssertionError("unreachable")
+        tried[-1]["refused"] = why
+        log.warning("  %s: int8 %s refused by the backend (%s); trying the next plan", program.name,
+                    "+".join(t.__name__ for t in types), why)
+    log.warning("  %s: the backend refused every int8 plan; this program stays fp32", program.name)
+    return program.module, {"chosen": {"int8": [], "calibration_rel_error": 0.0}, "tried": tried}

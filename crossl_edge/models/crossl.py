@@ -25,6 +25,8 @@ class ModelConfig:
         enc = dict(d.get("encoder", {}))
         if "widths" in enc:
             enc["widths"] = tuple(enc["widths"])
+        if enc:  # a checkpoint from before input_norm existed: its convs saw the input as given
+            enc.setdefault("input_norm", "none")
         return cls(encoder=EncoderConfig(**enc), aggregator=AggregatorConfig(**d.get("aggregator", {})))
 
 
