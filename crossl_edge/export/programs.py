@@ -191,9 +191,9 @@ def quantize(
         for module in q.modules():  # the flag litert-torch checks; exported graphs refuse .eval() itself
             module.training = False
         err = relative_error(q, program)
-        tried.append({"int8": [t.__name__ for t in types], "calibration_rel_error": round(err, 4)})
-        log.info("  %s: int8 %s, relative error %.3f on calibration windows", program.name,
-                 "+".join(t.__name__ for t in types), err)
+        names = [t.__name__ for t in types]
+        tried.append({"int8": names, "calibration_rel_error": round(err, 4)})
+        log.info("  %s: int8 %s, relative error %.3f on calibration windows", program.name, "+".join(names), err)
         if err > tolerance and i < len(plans) - 1:
             continue
         why = refusal(q) if refusal is not None else None
@@ -201,6 +201,6 @@ def quantize(
             return q, {"chosen": tried[-1], "tried": tried}
         tried[-1]["refused"] = why
         log.warning("  %s: int8 %s refused by the backend (%s); trying the next plan", program.name,
-                    "+".join(t.__name__ for t in types), why)
+                    "+".join(names), why)
     log.warning("  %s: the backend refused every int8 plan; this program stays fp32", program.name)
     return program.module, {"chosen": {"int8": [], "calibration_rel_error": 0.0}, "tried": tried}
