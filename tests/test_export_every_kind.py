@@ -29,6 +29,8 @@ WINDOW_S = 4.0
 SENSORS = {"imu": (6, 50), "acc": (3, 32), "gyro": (3, 50), "emg": (4, 1000), "eda": (1, 4), "bvp": (1, 64),
            "ecg": (1, 130), "temp": (1, 4), "orientation": (4, 25), "other": (2, 10)}
 QUICK = ["--quiet", "--threads", "2"]
+#: the most-int8 encoder plan of each backend (LiteRT's names the norms and ReLUs, so that they fuse into the convs)
+FIRST_PLAN = {"executorch": ["Conv1d", "Linear"], "litert": ["Conv1d", "BatchNorm1d", "ReLU", "Linear"]}
 
 
 def structure(spec: ModalitySpec) -> tuple:
@@ -83,8 +85,8 @@ def write_every_kind(folder, subjects: int = 6, seconds: int = 80, seed: int = 0
     return specs
 
 
-def tflite_conv_input_types(path) -> dict[str, list[str]]:
-    """{signature: [input type of every conv operator it runs]} read from the .tflite flatbuffer."""
+def tflite_conv_input_types(path, kind: str = "CONV") -> dict[str, list[str]]:
+    """{signature: [input type of every operator whose name holds `kind` that it runs]}, from the .tflite."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
@@ -94,7 +96,7 @@ def tflite_conv_input_types(path) -> dict[str, list[str]]:
     for sig in model.signatureDefs:
         g = model.subgraphs[sig.subgraphIndex]
         ops = [(builtin[model.operatorCodes[op.opcodeIndex].builtinCode], op) for op in g.operators]
-        out[sig.signatureKey.decode()] = [types[g.tensors[op.inputs[0]].type] for name, op in ops if "CONV" in name]
+        out[sig.signatureKey.decode()] = [types[g.tensors[op.inputs[0]].type] for name, op in ops if kind in name]
     return out
 
 
@@ -115,9 +117,12 @@ def test_a_model_with_every_sensor_kind_exports_all_int8_convs_to_both_backends(
         parts = manifest["quantization"]["int8_parts"][backend]
         for s in specs:
             chosen = parts[f"enc_{s.name}"]["chosen"]
-            assert chosen["int8"] == ["Conv1d", "Linear"], (backend, s.name, parts[f"enc_{s.name}"])
+            assert chosen["int8"] == FIRST_PLAN[backend], (backend, s.name, parts[f"enc_{s.name}"])
             assert not any("refused" in t for t in parts[f"enc_{s.name}"]["tried"])
         assert manifest["verification"]["results"][backend]["failures"] == []
     convs = tflite_conv_input_types(out / "model.tflite")
     for s in specs:
         assert convs[f"enc_{s.name}"] and set(convs[f"enc_{s.name}"]) == {"INT8"}, (s.name, convs[f"enc_{s.name}"])
+    # every int8 ReLU is fused into its conv: a ReLU left as its own op on int8 tensors costs transposes around it
+    relus = tflite_conv_input_types(out / "model.tflite", "RELU")
+    assert all("INT8" not in relus[f"enc_{s.name}"] for s in specs), relus
