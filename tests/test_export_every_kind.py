@@ -85,8 +85,8 @@ def write_every_kind(folder, subjects: int = 6, seconds: int = 80, seed: int = 0
     return specs
 
 
-def tflite_conv_input_types(path, kind: str = "CONV") -> dict[str, list[str]]:
-    """{signature: [input type of every operator whose name holds `kind` that it runs]}, from the .tflite."""
+def tflite_op_input_types(path) -> dict[str, list[tuple[str, str]]]:
+    """{signature: [(operator, its first input's type) for every operator it runs]}, from the .tflite flatbuffer."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
@@ -96,7 +96,7 @@ def tflite_conv_input_types(path, kind: str = "CONV") -> dict[str, list[str]]:
     for sig in model.signatureDefs:
         g = model.subgraphs[sig.subgraphIndex]
         ops = [(builtin[model.operatorCodes[op.opcodeIndex].builtinCode], op) for op in g.operators]
-        out[sig.signatureKey.decode()] = [types[g.tensors[op.inputs[0]].type] for name, op in ops if kind in name]
+        out[sig.signatureKey.decode()] = [(name, types[g.tensors[op.inputs[0]].type]) for name, op in ops]
     return out
 
 
@@ -120,9 +120,10 @@ def test_a_model_with_every_sensor_kind_exports_all_int8_convs_to_both_backends(
             assert chosen["int8"] == FIRST_PLAN[backend], (backend, s.name, parts[f"enc_{s.name}"])
             assert not any("refused" in t for t in parts[f"enc_{s.name}"]["tried"])
         assert manifest["verification"]["results"][backend]["failures"] == []
-    convs = tflite_conv_input_types(out / "model.tflite")
+    ops = tflite_op_input_types(out / "model.tflite")
+    convs = {sig: [t for name, t in o if "CONV" in name] for sig, o in ops.items()}
     for s in specs:
         assert convs[f"enc_{s.name}"] and set(convs[f"enc_{s.name}"]) == {"INT8"}, (s.name, convs[f"enc_{s.name}"])
     # every int8 ReLU is fused into its conv: a ReLU left as its own op on int8 tensors costs transposes around it
-    relus = tflite_conv_input_types(out / "model.tflite", "RELU")
+    relus = {sig: [t for name, t in o if "RELU" in name] for sig, o in ops.items()}
     assert all("INT8" not in relus[f"enc_{s.name}"] for s in specs), relus
