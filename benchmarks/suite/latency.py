@@ -72,8 +72,8 @@ def program_calls(m: EdgeModel, w: dict[str, np.ndarray]) -> list[tuple[str, lis
     """The backend calls of one window with their inputs already normalised and quantised. Reaches into the
     model's input feeds on purpose: this times the programs without the Python around them."""
     calls = [(encoder_program(k), [m._enc_in[k](w[k]).copy()]) for k in w]  # noqa: SLF001
-    m.predict(w)  # leaves the aggregator's z and presence rows as this window sets them
-    calls.append((AGGREGATE, [m._z_in(m._z).copy(), m._p_in(m._presence).copy()]))  # noqa: SLF001
+    m.predict(w)  # leaves the aggregator's input buffers as this window sets them
+    calls.append((AGGREGATE, [b.copy() for b in m.runner.inputs(AGGREGATE)]))
     return calls
 
 

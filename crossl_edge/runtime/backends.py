@@ -70,23 +70,42 @@ def choose_backend(bundle: Bundle, backend: str = "auto") -> str:
 
 
 class ProgramRunner:
-    """Runs named programs; `calls` counts each program's runs (how tests see which encoders ran)."""
+    """Runs named programs; `calls` counts each program's runs (how tests see which encoders ran).
+
+    Each program's inputs are buffers the runner owns (`inputs`): a caller writes a window straight into them and
+    calls `invoke`, so no call copies an input it was handed. `invoke` returns the outputs as arrays that stay
+    valid only until that program runs again: callers copy what they keep. `run` is the same with copies, for
+    callers that hold their inputs elsewhere."""
 
     backend: str
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
 
-    def run(self, program: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def inputs(self, program: str) -> list[np.ndarray]:
+        """The program's input buffers, [batch, ...] in each tensor's stored type, in the manifest's order."""
         raise NotImplementedError
+
+    def invoke(self, program: str) -> list[np.ndarray]:
+        """Run the program on what its input buffers hold; its outputs, valid until it runs again."""
+        raise NotImplementedError
+
+    def run(self, program: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Copy `inputs` into the program's buffers, run it, and return copies of its outputs."""
+        for buf, value in zip(self.inputs(program), inputs):
+            np.copyto(buf, value, casting="no")
+        return [o.copy() for o in self.invoke(program)]
 
 
 class LiteRTRunner(ProgramRunner):
     """Every program is a signature of one .tflite; each signature's tensors are allocated once.
 
     The public SignatureRunner resizes and re-allocates on every call, which costs more than these small
-    programs; with fixed shapes, setting tensors and invoking the signature's subgraph directly is the
-    same computation without that (DESIGN.md, toolchain facts). The public runner allocates first."""
+    programs; with fixed shapes, invoking the signature's subgraph directly is the same computation without
+    that (DESIGN.md, toolchain facts). The public runner allocates first; nothing re-allocates after that, so
+    the input and output buffers are numpy views of the interpreter's own tensors, held for the runner's life
+    (the public Interpreter refuses to invoke while such views exist only because allocate_tensors would move
+    them)."""
 
     def __init__(self, bundle: Bundle, backend: str = "litert", threads: int | None = 1) -> None:
         super().__init__()
@@ -99,7 +118,7 @@ class LiteRTRunner(ProgramRunner):
             raise BundleError(f"{bundle.file('litert')} could not be loaded by {backend}: {e}") from e
         self._w = self._interp._interpreter  # noqa: SLF001  (see the class docstring)
         entry = bundle.manifest.backends["litert"]
-        self._plans: dict[str, tuple[int, list[int], list[int]]] = {}
+        self._plans: dict[str, tuple[int, list[np.ndarray], list[np.ndarray]]] = {}
         for program in entry.inputs:
             try:
                 runner = self._interp.get_signature_runner(program)
@@ -109,19 +128,24 @@ class LiteRTRunner(ProgramRunner):
             _check_io(bundle.file("litert"), program, entry.inputs[program], ins, "input")
             _check_io(bundle.file("litert"), program, entry.outputs[program], outs, "output")
             runner(**{t.name: np.zeros(t.shape, dtype=t.dtype) for t in entry.inputs[program].values()})
+            subgraph = runner._subgraph_index  # noqa: SLF001
             self._plans[program] = (
-                runner._subgraph_index,  # noqa: SLF001
-                [ins[t.name]["index"] for t in entry.inputs[program].values()],
-                [outs[t.name]["index"] for t in entry.outputs[program].values()],
+                subgraph,
+                [self._view(ins[t.name]["index"], subgraph) for t in entry.inputs[program].values()],
+                [self._view(outs[t.name]["index"], subgraph) for t in entry.outputs[program].values()],
             )
 
-    def run(self, program: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        subgraph, ins, outs = self._plans[program]
-        for index, value in zip(ins, inputs):
-            self._w.SetTensor(index, value, subgraph)
+    def _view(self, index: int, subgraph: int) -> np.ndarray:
+        return self._w.tensor(self._interp, index, subgraph)
+
+    def inputs(self, program: str) -> list[np.ndarray]:
+        return self._plans[program][1]
+
+    def invoke(self, program: str) -> list[np.ndarray]:
+        subgraph, _, outs = self._plans[program]
         self._w.Invoke(subgraph)
         self.calls[program] += 1
-        return [self._w.GetTensor(index, subgraph) for index in outs]
+        return outs
 
 
 def litert_tensor_io(name: str, details: dict) -> TensorIO:
@@ -167,7 +191,6 @@ class ExecuTorchRunner(ProgramRunner):
 
         from executorch.runtime import Runtime
 
-        self._torch = torch
         runtime = Runtime.get()
         if threads:
             from executorch.extension.pybindings import portable_lib
@@ -184,16 +207,23 @@ class ExecuTorchRunner(ProgramRunner):
             raise BundleError(f"{file} lacks methods {sorted(missing)}")
         self._program = program  # methods point into the program: it must outlive them
         self._methods = {}
+        self._buffers: dict[str, list[np.ndarray]] = {}
+        self._tensors = {}  # torch views of the buffers, made once: a call hands the same tensors again
         for p in entry.inputs:
             try:
                 self._methods[p] = program.load_method(p)
             except RuntimeError as e:  # e.g. XNNPACK refusing a delegated graph (xnn_status_invalid_parameter)
                 raise BundleError(f"{file}: method {p!r} could not be loaded by ExecuTorch: {e}") from e
+            self._buffers[p] = [np.zeros(t.shape, dtype=t.dtype) for t in entry.inputs[p].values()]
+            self._tensors[p] = [torch.from_numpy(b) for b in self._buffers[p]]
 
-    def run(self, program: str, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        out = self._methods[program].execute([self._torch.from_numpy(a) for a in inputs])
+    def inputs(self, program: str) -> list[np.ndarray]:
+        return self._buffers[program]
+
+    def invoke(self, program: str) -> list[np.ndarray]:
+        out = self._methods[program].execute(self._tensors[program])
         self.calls[program] += 1
-        return [o.numpy().copy() for o in out]  # outputs may live in planned memory the next call reuses
+        return [o.numpy() for o in out]  # may live in planned memory that the method's next call reuses
 
 
 #: Lines ExecuTorch's Python runtime writes to stderr on every start that say nothing about the bundle: torchao

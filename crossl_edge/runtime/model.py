@@ -23,18 +23,20 @@ class InputError(ValueError):
 
 
 class _Feed:
-    """Writes float values into one program input as its stored type: q = clip(rint(x * a + b)).
+    """Writes float values into one program input buffer as its stored type: q = clip(rint(x * a + b)).
 
-    Every step is a ufunc writing into a preallocated buffer, with its constants as 0-d arrays: on inputs this
-    small a Python scalar's conversion, or np.clip's Python wrapper, costs more than the arithmetic."""
+    Every step is a ufunc writing into a preallocated buffer (the runner's own input tensor: nothing is copied
+    again before the call), with its constants as 0-d arrays: on inputs this small a Python scalar's conversion,
+    or np.clip's Python wrapper, costs more than the arithmetic."""
 
-    def __init__(self, t: TensorIO, a: np.ndarray | float = 1.0, b: np.ndarray | float = 0.0) -> None:
+    def __init__(self, t: TensorIO, buffer: np.ndarray, a: np.ndarray | float = 1.0, b: np.ndarray | float = 0.0) -> None:
         # x * a + b first applies any caller-side affine map (normalisation), then quantisation.
         self.a = np.asarray(a, dtype=np.float32) / np.float32(t.scale)
         self.b = np.asarray(b, dtype=np.float32) / np.float32(t.scale) + np.float32(t.zero_point)
         self.quantized = t.quantized
-        self.work = np.zeros(t.shape[1:], dtype=np.float32)
-        self.out = np.zeros(t.shape, dtype=t.dtype)
+        self.out = buffer  # [1, ...] in the stored type
+        # a float input is computed in place; an int8 one in float32 first, then cast
+        self.work = np.zeros(t.shape[1:], dtype=np.float32) if t.quantized else buffer[0]
         info = np.iinfo(t.dtype) if t.quantized else None
         self.lo, self.hi = (np.array(info.min, np.float32), np.array(info.max, np.float32)) if info else (None, None)
 
@@ -45,13 +47,21 @@ class _Feed:
             np.rint(self.work, out=self.work)
             np.minimum(self.work, self.hi, out=self.work)
             np.maximum(self.work, self.lo, out=self.work)
-        self.out[0] = self.work  # casts to the stored type
+            self.out[0] = self.work  # casts to the stored type
         return self.out
+
+    def stored(self, value: float) -> np.ndarray:
+        """`value` as this input stores it (a 0-d array)."""
+        v = np.float32(value) * self.a.flat[0] + self.b.flat[0]
+        if self.quantized:
+            v = np.clip(np.rint(v), self.lo, self.hi)
+        return np.array(v, dtype=self.out.dtype)
 
 
 class _Fetch:
     """Reads one program output as float32 values [shape without the batch axis], a new array each call (callers
-    keep embeddings): real = (stored - zero_point) * scale, as two ufuncs with 0-d constants."""
+    keep embeddings, and the runner's output buffers are overwritten by the program's next run):
+    real = (stored - zero_point) * scale, as two ufuncs with 0-d constants."""
 
     def __init__(self, t: TensorIO) -> None:
         self.quantized, self.shape = t.quantized, t.shape[1:]
@@ -59,7 +69,7 @@ class _Fetch:
 
     def __call__(self, value: np.ndarray) -> np.ndarray:
         if not self.quantized:
-            return value.astype(np.float32, copy=False).reshape(self.shape)
+            return np.array(value, dtype=np.float32).reshape(self.shape)
         out = np.subtract(value, self.zero_point, dtype=np.float32)
         np.multiply(out, self.scale, out=out)
         return out.reshape(self.shape)
@@ -77,7 +87,8 @@ class Output:
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
 
 
 class EdgeModel:
@@ -103,15 +114,20 @@ class EdgeModel:
         for s in m.specs:
             prog = encoder_program(s.name)
             mean, std = norm_arrays(m, s.name)
-            self._enc_in[s.name] = _Feed(entry.inputs[prog]["x"], 1.0 / std, -mean / std)
+            (buffer,) = self.runner.inputs(prog)
+            self._enc_in[s.name] = _Feed(entry.inputs[prog]["x"], buffer, 1.0 / std, -mean / std)
             self._enc_io[s.name] = entry.inputs[prog]["x"]
             self._enc_out[s.name] = _Fetch(entry.outputs[prog]["embedding"])
         agg_in, agg_out = entry.inputs[AGGREGATE], entry.outputs[AGGREGATE]
         self._logits_out, self._global_out = _Fetch(agg_out["logits"]), _Fetch(agg_out["global"])
-        self._z_in, self._p_in = _Feed(agg_in["z"]), _Feed(agg_in["presence"])
+        z_buffer, p_buffer = self.runner.inputs(AGGREGATE)
+        self._z_in, self._p_in = _Feed(agg_in["z"], z_buffer), _Feed(agg_in["presence"], p_buffer)
+        # a float z is filled in the program's own buffer; an int8 one in float32 first, then quantised
+        self._z = np.zeros((len(self.names), m.embed_dim), dtype=np.float32) if self._z_in.quantized else z_buffer[0]
+        self._presence = p_buffer[0]  # written as stored: each row is absent or present
+        self._absent, self._present = self._p_in.stored(0.0), self._p_in.stored(1.0)
+        self._row = {name: i for i, name in enumerate(self.names)}
         self.head = _load_head(self.bundle)
-        self._z = np.zeros((len(self.names), m.embed_dim), dtype=np.float32)
-        self._presence = np.zeros(len(self.names), dtype=np.float32)
 
     def set_normalization(self, name: str, mean: np.ndarray, std: np.ndarray) -> None:
         """Standardise `name`'s windows with these per-channel statistics from now on (per-user adaptation:
@@ -140,24 +156,33 @@ class EdgeModel:
     def encode_checked(self, name: str, window: np.ndarray) -> np.ndarray:
         """`encode` without its checks, for callers whose windows are a bundle modality's shape and finite by
         construction (the streaming classifier drops non-finite samples as they are pushed)."""
-        (out,) = self.runner.run(self._programs[name], [self._enc_in[name](window)])
+        self._enc_in[name](window)
+        (out,) = self.runner.invoke(self._programs[name])
         return self._enc_out[name](out)
 
     def aggregate(self, embeddings: dict[str, np.ndarray]) -> Output:
         """Fuse the embeddings of the present modalities (absent ones are simply not in the dict)."""
-        if not embeddings:
-            raise InputError("no modality present: nothing to aggregate")
-        self._z[:] = 0.0  # absent rows are zeros, as the aggregator was calibrated; it masks them anyway
-        self._presence[:] = 0.0
-        for name, z in embeddings.items():
-            i = self.names.index(name)
-            self._z[i] = z
-            self._presence[i] = 1.0
-        logits, g = self.runner.run(AGGREGATE, [self._z_in(self._z), self._p_in(self._presence)])
+        self._prepare_aggregate(embeddings)
+        logits, g = self.runner.invoke(AGGREGATE)
         base = self._logits_out(logits)
         g = self._global_out(g)
         logits = base if self.head is None else self.head(g, base)
         return Output(logits, softmax(logits), g, base)
+
+    def _prepare_aggregate(self, embeddings: dict[str, np.ndarray]) -> None:
+        """Write the aggregator's inputs: each present modality's embedding and presence in its row."""
+        if not embeddings:
+            raise InputError("no modality present: nothing to aggregate")
+        self._z[:] = 0.0  # absent rows are zeros, as the aggregator was calibrated; it masks them anyway
+        self._presence[:] = self._absent
+        for name, z in embeddings.items():
+            i = self._row.get(name)
+            if i is None:
+                raise InputError(f"unknown modality {name!r}; the bundle has {', '.join(self.names)}")
+            self._z[i] = z
+            self._presence[i] = self._present
+        if self._z_in.quantized:
+            self._z_in(self._z)
 
     def predict(self, windows: dict[str, np.ndarray]) -> Output:
         """Encode every given modality's window and aggregate them (the modalities not given are absent)."""

@@ -67,12 +67,16 @@ class Prediction:
 
 
 class _Channel:
-    """Ring buffer of one modality: the newest `capacity` samples of the current contiguous segment."""
+    """Ring buffer of one modality: the newest `capacity` samples of the current contiguous segment.
+
+    Stored channel-major, [C, capacity], so that a window which does not wrap around the ring's end is a slice of
+    it, handed to the encoder's input without a copy."""
 
     def __init__(self, spec: ModalitySpec, capacity: int) -> None:
         self.spec = spec
         self.period = 1.0 / spec.sample_rate
-        self.buf = np.zeros((capacity, spec.channels), dtype=np.float32)
+        self.late_after = max(2 * self.period, 0.05)  # how far back a chunk may start before it counts as replayed
+        self.buf = np.zeros((spec.channels, capacity), dtype=np.float32)
         self.capacity = capacity
         self.connected = True
         self.segment = 0  # bumped on every reset, so cached embeddings of an old segment are never reused
@@ -94,15 +98,15 @@ class _Channel:
         if capacity <= self.capacity:
             return
         idx = np.arange(self.oldest, self.count)
-        buf = np.zeros((capacity, self.spec.channels), dtype=np.float32)
-        buf[idx % capacity] = self.buf[idx % self.capacity]
+        buf = np.zeros((self.spec.channels, capacity), dtype=np.float32)
+        buf[:, idx % capacity] = self.buf[:, idx % self.capacity]
         self.buf, self.capacity = buf, capacity
 
     def samples(self, start: int, stop: int) -> np.ndarray:
         """Samples [start, stop) as [n, C] (a copy); they must still be held."""
         if start < self.oldest or stop > self.count:
             raise IndexError(f"{self.spec.name}: samples [{start}, {stop}) are not all held ({self.oldest}..{self.count})")
-        return self.buf[np.arange(start, stop) % self.capacity]
+        return self.buf[:, np.arange(start, stop) % self.capacity].T
 
     @property
     def t_next(self) -> float:
@@ -113,14 +117,15 @@ class _Channel:
         n = len(x)
         if n >= self.capacity:  # only the newest `capacity` samples stay, each at its index modulo capacity
             start = (self.count + n) % self.capacity
-            tail = x[-self.capacity :]
-            self.buf[start:] = tail[: self.capacity - start]
-            self.buf[:start] = tail[self.capacity - start :]
+            tail = x[-self.capacity :].T
+            self.buf[:, start:] = tail[:, : self.capacity - start]
+            self.buf[:, :start] = tail[:, self.capacity - start :]
         else:
             i = self.count % self.capacity
             first = min(n, self.capacity - i)
-            self.buf[i : i + first] = x[:first]
-            self.buf[: n - first] = x[first:]
+            self.buf[:, i : i + first] = x[:first].T
+            if first < n:
+                self.buf[:, : n - first] = x[first:].T
         self.count += n
 
     def window_end(self, t: float) -> int:
@@ -128,12 +133,15 @@ class _Channel:
         return min(self.count, int(math.floor((t - self.t0) * self.spec.sample_rate + 1e-6)))
 
     def window(self, end: int, out: np.ndarray) -> np.ndarray:
-        """Samples [end - window, end) as [C, T] into out."""
+        """Samples [end - window, end) as [C, T]: a view of the ring (valid until the next append) or, when the
+        window wraps past the ring's end to its start, a copy into out."""
         w = self.spec.window
         start = (end - w) % self.capacity
-        first = min(w, self.capacity - start)  # the window may run past the end of the ring and wrap to its start
-        out[:, :first] = self.buf[start : start + first].T
-        out[:, first:] = self.buf[: w - first].T
+        first = self.capacity - start
+        if first >= w:
+            return self.buf[:, start : start + w]
+        out[:, :first] = self.buf[:, start:]
+        out[:, first:] = self.buf[:, : w - first]
         return out
 
 
@@ -220,7 +228,7 @@ class StreamingClassifier:
         self.counters.samples += len(x)
         # one reduction in the common case: only a chunk whose sum is not finite (a NaN or inf in it, or values so
         # large the sum overflowed) is looked at sample by sample
-        finite = np.isfinite(x).all(axis=1) if not np.isfinite(x.sum()) else None
+        finite = np.isfinite(x).all(axis=1) if not math.isfinite(np.add.reduce(x, axis=None)) else None
         if finite is not None and not finite.all():
             bad = int((~finite).sum())
             self.counters.nonfinite_dropped += bad
@@ -240,7 +248,7 @@ class StreamingClassifier:
             ch.reset(t0)
         else:
             late = ch.t_next - t0
-            if late > max(2 * ch.period, 0.05):  # overlaps what we have: a replayed or reordered chunk
+            if late > ch.late_after:  # overlaps what we have: a replayed or reordered chunk
                 keep = int(math.floor(late * ch.spec.sample_rate + 1e-6))
                 drop = min(len(x), keep)
                 self.counters.out_of_order_dropped += drop
