@@ -3,9 +3,10 @@
 A made-up BYO data set holds one modality of every kind in `spec.KINDS`, each at a rate and channel count such a
 sensor has (EMG at 1 kHz, EDA and temperature at 4 Hz, a 4-channel orientation quaternion, ...). Two classes
 differ in every modality (a level, a gain or a rhythm), so a few training steps give a confident model. The
-default `export --int8` must then succeed on both backends, and each file must hold its convs as int8: the
-.tflite's conv operators read int8 tensors, and the .pte's methods were checked by loading them in ExecuTorch's
-runtime (the manifest records every plan tried, and a refused plan would say so).
+default `export --int8` must then succeed on both backends with each backend's first plan: the .tflite's conv
+operators must read int8 tensors, and the .pte's methods were checked by loading them in ExecuTorch's runtime
+(the manifest records every plan tried, and a refused plan would say so). The .pte's weights are not read here:
+its convs are fp32 today, because ExecuTorch's first plan leaves them unannotated (export/README.md).
 
 What export sees of a kind is the encoder it builds: kinds that give the same encoder structure (front end,
 stem stride and kernel, block strides) lower to the same graph up to channel counts, so one sensor stands for
