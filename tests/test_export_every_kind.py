@@ -5,8 +5,9 @@ sensor has (EMG at 1 kHz, EDA and temperature at 4 Hz, a 4-channel orientation q
 differ in every modality (a level, a gain or a rhythm), so a few training steps give a confident model. The
 default `export --int8` must then succeed on both backends with each backend's first plan: the .tflite's conv
 operators must read int8 tensors, and the .pte's methods were checked by loading them in ExecuTorch's runtime
-(the manifest records every plan tried, and a refused plan would say so). The .pte's weights are not read here:
-its convs are fp32 today, because ExecuTorch's first plan leaves them unannotated (export/README.md).
+(the manifest records every plan tried, and a refused plan would say so), and for both backends the manifest must
+count no conv whose weight reaches it in float (a plan that names Conv1d but cuts the conv-bn-relu pattern
+leaves every conv fp32: ExecuTorch's did until 2026-12-05).
 
 What export sees of a kind is the encoder it builds: kinds that give the same encoder structure (front end,
 stem stride and kernel, block strides) lower to the same graph up to channel counts, so one sensor stands for
@@ -31,7 +32,7 @@ SENSORS = {"imu": (6, 50), "acc": (3, 32), "gyro": (3, 50), "emg": (4, 1000), "e
            "ecg": (1, 130), "temp": (1, 4), "orientation": (4, 25), "other": (2, 10)}
 QUICK = ["--quiet", "--threads", "2"]
 #: the most-int8 encoder plan of each backend (LiteRT's names the norms and ReLUs, so that they fuse into the convs)
-FIRST_PLAN = {"executorch": ["Conv1d", "Linear"], "litert": ["Conv1d", "BatchNorm1d", "ReLU", "Linear"]}
+FIRST_PLAN = {"executorch": ["Conv1d", "BatchNorm1d", "ReLU", "Linear"], "litert": ["Conv1d", "BatchNorm1d", "ReLU", "Linear"]}
 
 
 def structure(spec: ModalitySpec) -> tuple:
@@ -119,6 +120,7 @@ def test_a_model_with_every_sensor_kind_exports_all_int8_convs_to_both_backends(
         for s in specs:
             chosen = parts[f"enc_{s.name}"]["chosen"]
             assert chosen["int8"] == FIRST_PLAN[backend], (backend, s.name, parts[f"enc_{s.name}"])
+            assert chosen["fp32_convs"] == 0, (backend, s.name, chosen)
             assert not any("refused" in t for t in parts[f"enc_{s.name}"]["tried"])
         assert manifest["verification"]["results"][backend]["failures"] == []
     ops = tflite_op_input_types(out / "model.tflite")

@@ -56,11 +56,10 @@ def _quantizer(types: tuple[type, ...]):
 
 # XNNPACK (ExecuTorch 1.4.1 and 1.5.1) refuses int8 separable convs behind an fp32 stem at load time
 # ("Failed to create convolution node ... xnn_status_invalid_parameter"), so the middle plan of
-# programs.ENCODER_INT8_PLANS is never tried here. The first plan is meant as all convs int8 but is not: it
-# names no BatchNorm1d or ReLU, so XNNPACK's conv-bn-relu annotation is filtered out and the convs stay fp32
-# (only the linear layers are int8). Naming them quantises the convs, but the int8 methods then ran about 3x
-# slower than these (export/README.md); left until that is understood.
-ENCODER_PLANS = ((nn.Conv1d, nn.Linear), (nn.Linear,))
+# programs.ENCODER_INT8_PLANS is never tried here: all convs int8, else the projections alone. The first plan
+# names BatchNorm1d and ReLU: without them the filter cuts XNNPACK's conv-bn-relu pattern and every conv stays
+# fp32 with nothing said (until 2026-12-05 the .pte held 104 KB of fp32 conv weights under a plan named Conv1d).
+ENCODER_PLANS = ((nn.Conv1d, nn.BatchNorm1d, nn.ReLU, nn.Linear), (nn.Linear,))
 
 
 def _lower(exported: dict):

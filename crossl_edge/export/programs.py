@@ -174,6 +174,16 @@ def relative_error(quantized: nn.Module, program: Program, n: int = 256) -> floa
     return (diff / max(ref, 1e-24)) ** 0.5
 
 
+def fp32_convs(module: nn.Module) -> int:
+    """How many convolutions of a converted PT2E graph take a float weight (one not produced by a dequantize):
+    a plan can name Conv1d and still leave every conv fp32 when its filter cuts the conv's fused pattern."""
+    graph = getattr(module, "graph", None)
+    if graph is None:
+        return sum(isinstance(m, nn.Conv1d) for m in module.modules())
+    return sum(1 for n in graph.nodes if n.op == "call_function" and "conv" in str(n.target)
+               and len(n.args) > 1 and "dequantize" not in str(getattr(n.args[1], "target", "")))
+
+
 def quantize(
     program: Program, make_quantizer: Callable, fold_quantize: bool = True, tolerance: float = ENCODER_INT8_TOL,
     plans: tuple[tuple[type, ...], ...] | None = None, refusal: Callable[[nn.Module], str | None] | None = None,
@@ -195,7 +205,7 @@ def quantize(
             module.training = False
         err = relative_error(q, program)
         names = [t.__name__ for t in types]
-        tried.append({"int8": names, "calibration_rel_error": round(err, 4)})
+        tried.append({"int8": names, "calibration_rel_error": round(err, 4), "fp32_convs": fp32_convs(q)})
         log.info("  %s: int8 %s, relative error %.3f on calibration windows", program.name, "+".join(names), err)
         if err > tolerance and i < len(plans) - 1:
             continue
@@ -206,4 +216,5 @@ def quantize(
         log.warning("  %s: int8 %s refused by the backend (%s); trying the next plan", program.name,
                     "+".join(names), why)
     log.warning("  %s: the backend refused every int8 plan; this program stays fp32", program.name)
-    return program.module, {"chosen": {"int8": [], "calibration_rel_error": 0.0}, "tried": tried}
+    return program.module, {"chosen": {"int8": [], "calibration_rel_error": 0.0, "fp32_convs": fp32_convs(program.module)},
+                            "tried": tried}
