@@ -14,7 +14,7 @@ from crossl_edge.metrics import macro_f1
 from crossl_edge.models import CroSSLNet
 from crossl_edge.models.crossl import ModelConfig
 from crossl_edge.models.encoder import (
-    EncoderConfig, ModalityEncoder, channel_stats, envelope_factor, stem_stride, window_moments,
+    MIN_WINDOW_FLOOR, EncoderConfig, ModalityEncoder, channel_stats, envelope_factor, stem_stride, window_moments,
 )
 from crossl_edge.spec import ModalitySpec
 from crossl_edge.training.batches import fixed_size_batches
@@ -66,7 +66,7 @@ def test_statistics_path_sees_level_and_spread():
 def test_window_input_norm_gives_the_convs_shape_and_the_statistics_path_level_and_spread():
     spec = ModalitySpec("eda", "eda", 1, 4, 40)
     torch.manual_seed(0)
-    enc = ModalityEncoder(spec, EncoderConfig()).eval()
+    enc = ModalityEncoder(spec, EncoderConfig(window_std_floor=0.1)).eval()  # unfitted: 0.1 normalised units
     x = torch.randn(3, 1, 40)
     stats_out = enc.stats(channel_stats(x))
     # the conv path is blind to an offset and to a gain (above the floor): only the statistics path moves
@@ -77,9 +77,42 @@ def test_window_input_norm_gives_the_convs_shape_and_the_statistics_path_level_a
     # a flat window is not blown up: its conv input stays within the floor's scale
     flat = torch.full((1, 1, 40), 2.0) + 1e-3 * torch.randn(1, 1, 40)
     _, centred, var = window_moments(flat)
-    assert float((centred / torch.sqrt(var + enc.floor_sq)).abs().max()) < 0.1
+    assert float((centred / torch.sqrt(var + enc.window_floor_sq)).abs().max()) < 0.1
     old = ModelConfig.from_dict({"encoder": {"embed_dim": 64}})  # a checkpoint from before the option
     assert old.encoder.input_norm == "none" and ModelConfig().encoder.input_norm == "window"
+
+
+def test_relative_window_floor_follows_each_channels_own_spread_and_old_weights_keep_the_absolute_one():
+    spec = ModalitySpec("eda", "eda", 2, 4, 40)
+    torch.manual_seed(0)
+    # channel 0 varies by about 0.005 within a window (as Stress-Predict's EDA does), channel 1 by about 1
+    train = torch.randn(500, 2, 40) * torch.tensor([0.005, 1.0])[None, :, None] + torch.randn(500, 2, 1)
+    enc = ModalityEncoder(spec, EncoderConfig()).eval()
+    assert torch.allclose(enc.window_floor_sq, torch.full((1, 2, 1, 1), 0.25))  # unfitted: the floor in normalised units
+    enc.fit_window_floor(train)
+    floor = enc.window_floor_sq.sqrt().flatten()  # half of each channel's median window std
+    assert 0.0022 < float(floor[0]) < 0.0028 and 0.45 < float(floor[1]) < 0.55, floor
+    # a typical window of the quiet channel now reaches the convs near unit spread, not squashed under the floor
+    _, centred, var = window_moments(train[:1])
+    assert float((centred / torch.sqrt(var + enc.window_floor_sq)).std(dim=-1)[0, 0]) > 0.8
+    # a channel flat in most windows gets the smallest floor, not zero (no 0/0)
+    flat = ModalityEncoder(ModalitySpec("t", "temp", 1, 4, 40), EncoderConfig()).eval()
+    flat.fit_window_floor(torch.zeros(10, 1, 40))
+    assert float(flat.window_floor_sq.sqrt()) == pytest.approx(MIN_WINDOW_FLOOR) and torch.isfinite(flat(torch.zeros(1, 1, 40))).all()
+    # the floor travels with the weights ...
+    again = ModalityEncoder(spec, EncoderConfig())
+    again.load_state_dict(enc.state_dict())
+    assert torch.equal(again.window_floor_sq, enc.window_floor_sq)
+    # ... and weights saved before it was a buffer load with the absolute floor they were trained with
+    state = {k: v for k, v in enc.state_dict().items() if k != "window_floor_sq"}
+    legacy_cfg = ModelConfig.from_dict({"encoder": {"embed_dim": 64, "input_norm": "window"}}).encoder
+    assert legacy_cfg.window_floor == "absolute" and ModelConfig().encoder.window_floor == "relative"
+    legacy = ModalityEncoder(spec, legacy_cfg)
+    legacy.fit_window_floor(train)  # a no-op for "absolute"
+    legacy.load_state_dict(state)
+    assert torch.allclose(legacy.window_floor_sq, torch.full((1, 2, 1, 1), 0.01))
+    with pytest.raises(ValueError, match="window_floor"):
+        EncoderConfig(window_floor="per-window")
 
 
 @pytest.mark.parametrize("n,batch", [(130, 64), (26, 64), (64, 64), (7, 3)])

@@ -27,6 +27,8 @@ class ModelConfig:
             enc["widths"] = tuple(enc["widths"])
         if enc:  # a checkpoint from before input_norm existed: its convs saw the input as given
             enc.setdefault("input_norm", "none")
+            if "window_floor" not in enc:  # ... and from before window_floor: one floor for all, 0.1 normalised units
+                enc.update(window_floor="absolute", window_std_floor=enc.get("window_std_floor", 0.1))
         return cls(encoder=EncoderConfig(**enc), aggregator=AggregatorConfig(**d.get("aggregator", {})))
 
 
@@ -42,6 +44,14 @@ class CroSSLNet(nn.Module):
         self.aggregator = PresenceAggregator(len(self.specs), self.cfg.encoder.embed_dim, self.cfg.aggregator)
         self.head = nn.Linear(self.aggregator.feature_dim, n_classes)
         self.n_classes = n_classes
+
+    def fit_window_floors(self, x: dict[str, torch.Tensor]) -> "CroSSLNet":
+        """Set every encoder's window-std floor from training windows {name: [N, C, T]} (EncoderConfig.window_floor
+        "relative"; a no-op for "absolute"). Call it on a new network before training it: until then the floor
+        is window_std_floor in normalised units."""
+        for name in self.names:
+            self.encoders[name].fit_window_floor(x[name])
+        return self
 
     def embed(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-modality embeddings stacked on the modality axis: [B, M, D]."""

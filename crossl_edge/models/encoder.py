@@ -33,16 +33,28 @@ class EncoderConfig:
     # level and spread reach the network through the statistics path alone; "none": the convs see the input as
     # given (checkpoints made before this option load as "none")
     input_norm: str = "window"
-    window_std_floor: float = 0.1  # in normalised units: a flat window is not blown up to unit variance
+    # The floor under each window's standard deviation, so that a flat window is not blown up to unit variance.
+    # "relative" (the default): window_std_floor times the channel's median window std over the training windows
+    # (set by CroSSLNet.fit_window_floors); "absolute": window_std_floor in normalised units, one value for every
+    # channel (checkpoints made before this option load as "absolute", 0.1). Half the typical spread: a typical
+    # window still reaches the convs near unit variance, and a float32 rounding of the input is amplified 5x
+    # less than at 0.1, where the demo's fp32 .pte drifted 1.9e-3 from PyTorch in its logits (0.5: 4e-4).
+    window_floor: str = "relative"
+    window_std_floor: float = 0.5
 
     def __post_init__(self) -> None:
         if self.input_norm not in INPUT_NORMS:
             raise ValueError(f"input_norm {self.input_norm!r}: choose from {', '.join(INPUT_NORMS)}")
+        if self.window_floor not in WINDOW_FLOORS:
+            raise ValueError(f"window_floor {self.window_floor!r}: choose from {', '.join(WINDOW_FLOORS)}")
         if self.input_norm == "window" and not self.stats_path:
             raise ValueError("input_norm 'window' needs the statistics path: it alone carries each window's level and spread")
 
 
 INPUT_NORMS = ("window", "none")
+WINDOW_FLOORS = ("relative", "absolute")
+#: the smallest relative floor (normalised units): a channel that is flat in most windows must not divide by zero
+MIN_WINDOW_FLOOR = 1e-4
 
 
 def envelope_factor(spec: ModalitySpec) -> int:
@@ -151,14 +163,17 @@ class ModalityEncoder(nn.Module):
       shape while the statistics path carries level and spread. That is also what makes the convs int8-exact:
       after the training-set standardisation an EDA window's own variation is about one int8 step of the range
       that all windows' levels span (relative embedding error 0.22 from quantising the input alone), while a
-      standardised window fills the int8 range whatever its level.
+      standardised window fills the int8 range whatever its level, provided the floor under its spread sits
+      below the channel's own typical spread (window_floor "relative", fit_window_floor).
     """
 
     def __init__(self, spec: ModalitySpec, cfg: EncoderConfig) -> None:
         super().__init__()
         self.spec = spec
         self.input_norm = cfg.input_norm
-        self.floor_sq = cfg.window_std_floor**2
+        self.window_floor, self.window_std_floor = cfg.window_floor, cfg.window_std_floor
+        # [1, C, 1, 1], saved with the weights: the floor is part of the function the network learned
+        self.register_buffer("window_floor_sq", torch.full((1, spec.channels, 1, 1), cfg.window_std_floor**2))
         factor = envelope_factor(spec)
         self.front = EnvelopeFrontEnd(spec.channels, factor) if factor > 1 else None
         length = spec.window // factor
@@ -180,12 +195,41 @@ class ModalityEncoder(nn.Module):
         self.proj = nn.Linear(cfg.widths[-1], cfg.embed_dim)
         self.stats = StatisticsPath(spec.channels, cfg.embed_dim) if cfg.stats_path else None
 
+    @torch.no_grad()
+    def fit_window_floor(self, x: torch.Tensor, chunk: int = 2048) -> None:
+        """With window_floor "relative", set each channel's floor from training windows x [N, C, T]:
+        window_std_floor times the channel's median window std (after the EMG front end, as the convs see it).
+
+        Why: one floor in normalised units is far above some signals' own variation within a window. On
+        Stress-Predict an EDA window's median std is 0.005 normalised units, so under a floor of 0.1 the median
+        window reached the convs at a peak of 0.11 while the widest reached 3.9: per-tensor int8 left the typical
+        window a few steps (relative embedding error 0.10, the stem kept fp32). Relative to the channel's own
+        spread, a typical window comes out near unit variance and only windows far flatter than usual are damped
+        (demo model: EDA's int8 error 0.102 -> 0.018 with every conv int8; acc 0.039 -> 0.025)."""
+        if self.window_floor != "relative" or self.input_norm != "window":
+            return
+        stds = []
+        for i in range(0, len(x), chunk):
+            xi = x[i : i + chunk].to(self.window_floor_sq.device, torch.float32)
+            if self.front is not None:
+                xi = self.front(xi)
+            stds.append(window_moments(xi)[2].sqrt())
+        if not stds:
+            raise ValueError(f"{self.spec.name}: no windows to set the window-std floor from")
+        median = torch.cat(stds).median(dim=0).values  # [C, 1, 1]
+        self.window_floor_sq.copy_((self.window_std_floor * median).clamp_min(MIN_WINDOW_FLOOR)[None] ** 2)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # weights saved before the floor was a buffer were trained with the absolute floor it is initialised to
+        state_dict.setdefault(prefix + "window_floor_sq", torch.full_like(self.window_floor_sq, self.window_std_floor**2))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.front is not None:
             x = self.front(x)  # [B, C, T / factor]
         b, c, t = x.shape
         mean, centred, var = window_moments(x)
-        conv_in = (centred / torch.sqrt(var + self.floor_sq)).reshape(b, c, t) if self.input_norm == "window" else x
+        conv_in = (centred / torch.sqrt(var + self.window_floor_sq)).reshape(b, c, t) if self.input_norm == "window" else x
         y = self.blocks(self.stem(conv_in))  # [B, W, T']
         b, c, t = y.shape
         # Pool over time as a 4-D mean: ExecuTorch's XNNPACK delegate lowers only this form (DESIGN.md).

@@ -262,7 +262,8 @@ def run_pretraining(
         write_run_json(run_dir, prep, model_cfg, cfg)
     torch.manual_seed(cfg.seed)  # the same initial weights on every DDP rank
     net = CroSSLNet(prep.ws.specs, len(prep.ws.class_names), model_cfg).to(placement.device)
-    result = pretrain(net, prep.tensors(prep.train, placement.device), cfg, placement, run_dir / CHECKPOINT, progress)
+    train = prep.tensors(prep.train, placement.device)
+    result = pretrain(net.fit_window_floors(train), train, cfg, placement, run_dir / CHECKPOINT, progress)
     if placement.is_main:
         _write_pretrained(run_dir, net, result)
     return net, result
@@ -358,7 +359,7 @@ def train_and_score(
     same shape seeded with cfg.seed (scratch, random_probe), trained on windows `idx`, scored on every sensor subset."""
     if cfg.mode in FRESH_MODES:
         torch.manual_seed(cfg.seed)
-        net = CroSSLNet(backbone.specs, backbone.n_classes, backbone.cfg)
+        net = CroSSLNet(backbone.specs, backbone.n_classes, backbone.cfg).fit_window_floors(prep.tensors(prep.train))
     else:
         net = copy.deepcopy(backbone)
     fit = fit_classifier(net.to(placement.device), prep, idx, cfg, placement, progress)
