@@ -304,6 +304,7 @@ def main(argv=None) -> int:
     sections: list[str] = []
     summary: list[dict] = []
     compute_s = 0.0
+    threads: set[str] = set()  # as each split ran (reused splits may predate this invocation's --threads)
     for dataset in args.dataset or ["stress-predict", "lis-emg-imu"]:
         raw = load_windows(dataset, args.data)
         for plan in plans(dataset, args.quick):
@@ -320,11 +321,13 @@ def main(argv=None) -> int:
                         continue
                 r = run_split(plan, split, plan_raw, out, args.device)
                 r["plan"] = plan.__dict__
+                r["torch_threads"] = torch.get_num_threads()
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(r))
                 runs.append(r)
             sections.append(report(plan, runs, len(raw.class_names), summary))
             compute_s += sum(r["seconds"] for r in runs)
+            threads.update(str(r.get("torch_threads", "unrecorded")) for r in runs)
     command = ("python -m benchmarks.accuracy" + (" --quick" if args.quick else "")
                + (f" --vicreg {','.join(f'{v:g}' for v in args.vicreg)}" if tuple(args.vicreg) != (10.0, 10.0, 100.0) else "")
                + (f" --dataset {' --dataset '.join(args.dataset)}" if args.dataset else "") + f" --out {args.out}")
@@ -332,7 +335,7 @@ def main(argv=None) -> int:
         "# Accuracy benchmark", "",
         f"Command: `{command}`: {compute_s / 60:.1f} min of compute over all splits (each timed when it ran); this "
         f"invocation took {time.perf_counter() - t0:.0f} s (splits already on disk are reused, see raw/).",
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"Machine: {platform.processor() or platform.machine()}, torch threads per split: {', '.join(sorted(threads))}, "
         f"Python {platform.python_version()}, torch {torch.__version__}.",
         "Every choice (early stopping, C, `deployed`) is made on validation windows; intervals are a bootstrap over "
         "test units that includes test sampling; paired differences use the same draws for both methods.", "",
