@@ -70,6 +70,52 @@ def test_bundle_has_programs_checksums_and_verification(int8_bundle):
     assert not (int8_bundle.parent / "bundle-int8.partial").exists()
 
 
+def test_litert_file_writes_each_quantisation_once_and_computes_the_same(int8_bundle):
+    """compact() shares identical quantisation vectors and tables and drops tensor names: the same model in
+    fewer bytes. Its input here is the bundle's own file re-packed as the generated API writes it (every
+    tensor with its own vectors, as litert-torch's output), names put back."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.interpreter import Interpreter
+
+    from crossl_edge.export.litert_backend import compact
+
+    shipped = (int8_bundle / "model.tflite").read_bytes()
+    model = schema.ModelT.InitFromPackedBuf(shipped, 0)
+    for g in model.subgraphs:
+        for i, t in enumerate(g.tensors):
+            t.name = f"module.path.of.tensor_{i}".encode()
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    plain = bytes(builder.Output())
+    small = compact(plain)
+    assert len(small) <= 0.9 * len(plain)
+    # every distinct per-channel zero-point vector is stored once: read back, equal contents sit at one place
+    where: dict[bytes, set[int]] = {}
+    packed = schema.Model.GetRootAs(small, 0)
+    for gi in range(packed.SubgraphsLength()):
+        g = packed.Subgraphs(gi)
+        for ti in range(g.TensorsLength()):
+            q = g.Tensors(ti).Quantization()
+            if q is not None and q.ZeroPointLength() > 1:
+                position = q._tab.Vector(q._tab.Offset(10))  # noqa: SLF001  (field 3, zero_point)
+                where.setdefault(q.ZeroPointAsNumpy().tobytes(), set()).add(position)
+    per_channel = sum(1 for g in model.subgraphs for t in g.tensors
+                      if t.quantization is not None and t.quantization.zeroPoint is not None and len(t.quantization.zeroPoint) > 1)
+    assert per_channel > len(where) > 0 and all(len(p) == 1 for p in where.values())
+    a, b = Interpreter(model_content=plain), Interpreter(model_content=small)
+    rng = np.random.default_rng(0)
+    for name in a.get_signature_list():
+        ra, rb = a.get_signature_runner(name), b.get_signature_runner(name)
+        assert {k: (v["dtype"], tuple(v["shape"])) for k, v in ra.get_input_details().items()} == \
+            {k: (v["dtype"], tuple(v["shape"])) for k, v in rb.get_input_details().items()}
+        for _ in range(5):
+            ins = {k: (rng.integers(-128, 128, d["shape"]) if d["dtype"] == np.int8 else rng.normal(size=d["shape"])
+                       ).astype(d["dtype"]) for k, d in ra.get_input_details().items()}
+            got, want = rb(**ins), ra(**ins)
+            assert all(np.array_equal(got[k], want[k]) for k in want), name
+
+
 def test_every_backend_matches_pytorch_on_real_windows(int8_bundle, fp32_bundle, heldout):
     net, x, raw, names = heldout["net"], heldout["x"], heldout["raw"], heldout["names"]
     with torch.no_grad():
