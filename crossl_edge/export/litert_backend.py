@@ -96,10 +96,9 @@ def _shared_quantization_class(schema) -> type:
     tables: dict = {}
     vectors: dict = {}
 
-    def vector(builder, values, dtype):
-        if values is None:
+    def vector(builder, arr: np.ndarray | None):
+        if arr is None:
             return None
-        arr = np.ascontiguousarray(values, dtype=dtype)
         key = (arr.dtype.str, arr.tobytes())
         if key not in vectors:
             vectors[key] = builder.CreateNumpyVector(arr)
@@ -107,14 +106,14 @@ def _shared_quantization_class(schema) -> type:
 
     class SharedQuantization(schema.QuantizationParametersT):
         def Pack(self, builder):  # noqa: N802  (the generated API's name)
-            parts = ((self.min, np.float32, schema.QuantizationParametersAddMin),
-                     (self.max, np.float32, schema.QuantizationParametersAddMax),
-                     (self.scale, np.float32, schema.QuantizationParametersAddScale),
-                     (self.zeroPoint, np.int64, schema.QuantizationParametersAddZeroPoint))
-            key = (tuple(None if v is None else np.asarray(v, dtype=d).tobytes() for v, d, _ in parts),
-                   self.quantizedDimension)
+            fields = ((self.min, np.float32, schema.QuantizationParametersAddMin),
+                      (self.max, np.float32, schema.QuantizationParametersAddMax),
+                      (self.scale, np.float32, schema.QuantizationParametersAddScale),
+                      (self.zeroPoint, np.int64, schema.QuantizationParametersAddZeroPoint))
+            arrays = [None if v is None else np.ascontiguousarray(v, dtype=d) for v, d, _ in fields]
+            key = (tuple(None if a is None else a.tobytes() for a in arrays), self.quantizedDimension)
             if key not in tables:
-                offsets = [(add, vector(builder, v, d)) for v, d, add in parts]
+                offsets = [(add, vector(builder, a)) for a, (_, _, add) in zip(arrays, fields)]
                 schema.QuantizationParametersStart(builder)
                 for add, offset in offsets:
                     if offset is not None:
