@@ -32,7 +32,7 @@ SENSORS = {"imu": (6, 50), "acc": (3, 32), "gyro": (3, 50), "emg": (4, 1000), "e
            "ecg": (1, 130), "temp": (1, 4), "orientation": (4, 25), "other": (2, 10)}
 QUICK = ["--quiet", "--threads", "2"]
 #: the most-int8 encoder plan of each backend (LiteRT's names the norms and ReLUs, so that they fuse into the convs)
-FIRST_PLAN = {"executorch": ["Conv1d", "BatchNorm1d", "ReLU", "Linear"], "litert": ["Conv1d", "BatchNorm1d", "ReLU", "Linear"]}
+FIRST_PLAN = {"executorch": ["Conv2d", "BatchNorm2d", "ReLU", "Linear"], "litert": ["Conv2d", "BatchNorm2d", "ReLU", "Linear"]}
 
 
 def structure(spec: ModalitySpec) -> tuple:

@@ -61,3 +61,31 @@ def test_export_friendly_aggregator_path_equals_forward():
     keep = (torch.rand(16, len(STRESS)) > 0.4).float()
     with torch.no_grad():
         torch.testing.assert_close(net.aggregator.forward_presence(z, keep), net.aggregator.features(z, keep), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("spec", [*STRESS, *LIS, ModalitySpec("ecg", "ecg", 1, 130, 520)], ids=lambda s: s.name)
+@pytest.mark.parametrize("input_norm", ["window", "none"])
+def test_the_conv2d_export_form_computes_the_same_embedding(spec, input_norm):
+    """conv2d_form (what export lowers) is the trained encoder with its convs as 1 x k Conv2d: same function,
+    in training mode too (batch statistics), and the original is left as it was."""
+    from crossl_edge.models.encoder import EncoderConfig, ModalityEncoder, conv2d_form
+
+    torch.manual_seed(0)
+    enc = ModalityEncoder(spec, EncoderConfig(input_norm=input_norm))
+    for m in enc.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.normal_(0.0, 1.0)
+            m.running_var.uniform_(0.2, 3.0)
+            m.weight.data.normal_(1.0, 0.3)
+    x = torch.randn(6, spec.channels, spec.window) * 2 + 1
+    form = conv2d_form(enc.eval())
+    assert not any(isinstance(m, (torch.nn.Conv1d, torch.nn.BatchNorm1d)) for m in [*form.stem, *form.blocks.modules()])
+    assert any(isinstance(m, torch.nn.Conv1d) for m in enc.modules())
+    with torch.no_grad():
+        ref, out = enc(x), form(x)
+        assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5), float((out - ref).abs().max())
+        enc.train(), form.train()
+        torch.manual_seed(1)
+        ref = enc(x)
+        torch.manual_seed(1)  # the same dropout mask
+        assert torch.allclose(form(x), ref, rtol=1e-4, atol=1e-4)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from crossl_edge.export.programs import EncoderProgram, Program, _pt2e, statistics_batch_norm_folded
+from crossl_edge.export.programs import EncoderProgram, Program, _pt2e, quantize, statistics_batch_norm_folded
 from crossl_edge.models.encoder import EncoderConfig, ModalityEncoder
 from crossl_edge.spec import ModalitySpec
 
@@ -45,3 +45,35 @@ def test_folding_the_statistics_batch_norm_keeps_the_encoder_and_leaves_no_batch
     with torch.no_grad():
         q = torch.cat([converted(x[i : i + 1]) for i in range(8)])
     assert float((q - ref[:8]).norm() / ref[:8].norm()) < 0.1
+
+
+def test_compacting_a_pte_shortens_its_weight_names_and_keeps_every_output_bit_identical():
+    """executorch_backend.compact renames XNNPACK's sha256 weight names and re-packs its delegate graphs: the
+    int8 program must load and give the same bits as the one ExecuTorch wrote, and be smaller."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir._serialize._program import deserialize_pte_binary
+    from executorch.runtime import Runtime
+
+    from crossl_edge.export import executorch_backend
+    from crossl_edge.models.encoder import conv2d_form
+    from crossl_edge.runtime.backends import quiet_stderr
+
+    enc = trained_looking_encoder()
+    x = torch.randn(16, 2, 240) * 3 + 5
+    program = Program("enc_eda", EncoderProgram(conv2d_form(enc)).eval(), (x[:1],), [(x[i : i + 1],) for i in range(16)],
+                      (("x",), ("embedding",)), executorch_backend.ENCODER_PLANS[:1])
+    module, _ = quantize(program, executorch_backend._quantizer)
+    edge = to_edge_transform_and_lower({"enc_eda": torch.export.export(module, program.example)},
+                                       partitioner=[XnnpackPartitioner()])
+    raw = edge.to_executorch().buffer
+    small = executorch_backend.compact(raw)
+    assert len(small) < len(raw) - 1000
+    keys = deserialize_pte_binary(small).named_data.pte_data
+    assert keys and all(len(k) <= 2 for k in keys)
+    with quiet_stderr():
+        a = Runtime.get().load_program(raw).load_method("enc_eda")
+        b = Runtime.get().load_program(small).load_method("enc_eda")
+        for i in range(16):
+            xa, xb = a.execute([x[i : i + 1]])[0], b.execute([x[i : i + 1]])[0]
+            assert torch.equal(xa, xb), i

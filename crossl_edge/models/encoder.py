@@ -1,7 +1,10 @@
-"""Per-modality encoder: a small depthwise-separable Conv1d stack with a statistics path, [B, C, T] -> [B, D]."""
+"""Per-modality encoder: a small depthwise-separable Conv1d stack with a statistics path, [B, C, T] -> [B, D].
+
+Trained as Conv1d; exported in the equivalent Conv2d form (conv2d_form), which edge backends lower more simply."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -194,6 +197,7 @@ class ModalityEncoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.proj = nn.Linear(cfg.widths[-1], cfg.embed_dim)
         self.stats = StatisticsPath(spec.channels, cfg.embed_dim) if cfg.stats_path else None
+        self.conv_rank = 1  # 2 in the export form of conv2d_form(): the convs then run on [B, C, 1, T]
 
     @torch.no_grad()
     def fit_window_floor(self, x: torch.Tensor, chunk: int = 2048) -> None:
@@ -229,12 +233,51 @@ class ModalityEncoder(nn.Module):
             x = self.front(x)  # [B, C, T / factor]
         b, c, t = x.shape
         mean, centred, var = window_moments(x)
-        conv_in = (centred / torch.sqrt(var + self.window_floor_sq)).reshape(b, c, t) if self.input_norm == "window" else x
-        y = self.blocks(self.stem(conv_in))  # [B, W, T']
-        b, c, t = y.shape
+        conv_in = centred / torch.sqrt(var + self.window_floor_sq) if self.input_norm == "window" else x  # [B, C, 1, T]
+        if conv_in.dim() != self.conv_rank + 2:  # a no-op reshape would cost XNNPACK two transposes
+            conv_in = conv_in.reshape((b, c, t) if self.conv_rank == 1 else (b, c, 1, t))
+        y = self.blocks(self.stem(conv_in))
+        if y.dim() == 3:  # [B, W, T'] -> [B, W, 1, T']
+            y = y.reshape(y.shape[0], y.shape[1], 1, y.shape[2])
         # Pool over time as a 4-D mean: ExecuTorch's XNNPACK delegate lowers only this form (DESIGN.md).
-        pooled = y.reshape(b, c, 1, t).mean((2, 3), keepdim=True).reshape(b, c)  # [B, W]
+        pooled = y.mean((2, 3), keepdim=True).reshape(b, y.shape[1])  # [B, W]
         out = self.proj(self.dropout(pooled))  # [B, D]
         if self.stats is not None:
             out = out + self.stats(_stats(mean, var))
         return out
+
+
+def _conv2d(conv: nn.Conv1d) -> nn.Conv2d:
+    out = nn.Conv2d(conv.in_channels, conv.out_channels, (1, conv.kernel_size[0]), stride=(1, conv.stride[0]),
+                    padding=(0, conv.padding[0]), dilation=(1, conv.dilation[0]), groups=conv.groups,
+                    bias=conv.bias is not None)
+    with torch.no_grad():
+        out.weight.copy_(conv.weight[:, :, None, :])
+        if conv.bias is not None:
+            out.bias.copy_(conv.bias)
+    return out
+
+
+def _batch_norm2d(bn: nn.BatchNorm1d) -> nn.BatchNorm2d:
+    out = nn.BatchNorm2d(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+                         track_running_stats=bn.track_running_stats)
+    out.load_state_dict(bn.state_dict())
+    return out.train(bn.training)
+
+
+def conv2d_form(encoder: ModalityEncoder) -> ModalityEncoder:
+    """A copy of `encoder` that computes the same function with its conv stack as Conv2d (kernel 1 x k) and
+    BatchNorm2d over [B, C, 1, T]: the form that edge backends lower without layout changes around each conv.
+
+    Why: ExecuTorch lowers a Conv1d by wrapping it in reshapes to 4-D and, since XNNPACK is channels-last, in
+    transposes in and out; on the demo model every encoder's delegate held 21 transposes and 20 reshapes
+    around its 8 convs. In 4-D throughout, only the window's entry and the pooling leave the layout."""
+    out = copy.deepcopy(encoder)
+    for block in [out.stem, *out.blocks]:
+        for name, child in list(block.named_children()):
+            if isinstance(child, nn.Conv1d):
+                setattr(block, name, _conv2d(child))
+            elif isinstance(child, nn.BatchNorm1d):
+                setattr(block, name, _batch_norm2d(child))
+    out.conv_rank = 2
+    return out
