@@ -91,17 +91,19 @@ def compact(data: bytes) -> bytes:
     from executorch.exir._serialize._program import deserialize_pte_binary, serialize_pte_binary
 
     pte = deserialize_pte_binary(data)
-    if pte.named_data is None or not pte.named_data.pte_data:
-        return bytes(serialize_pte_binary(pte, extract_delegate_segments=True, segment_alignment=SEGMENT_ALIGNMENT))
+    blobs = {d.processed.index: d.id for plan in pte.program.execution_plan for d in plan.delegates}
+    # names are rewritten only where XNNPACK alone refers to them (another delegate's format is not known here)
+    if pte.named_data is not None and pte.named_data.pte_data and set(blobs.values()) == {XNNPACK}:
+        _rename_weights(pte, blobs)
+    return bytes(serialize_pte_binary(pte, extract_delegate_segments=True, segment_alignment=SEGMENT_ALIGNMENT))
+
+
+def _rename_weights(pte, blobs: dict[int, str]) -> None:
     names = {old: _base36(i) for i, old in enumerate(sorted(pte.named_data.pte_data))}
     pte.named_data.pte_data = {names[k]: v for k, v in pte.named_data.pte_data.items()}
-    blobs = {d.processed.index: d.id for plan in pte.program.execution_plan for d in plan.delegates}
-    for index, backend in blobs.items():
-        if backend != XNNPACK:
-            raise ValueError(f"ExecuTorch program: delegate {backend!r} is not XNNPACK; nothing else is compacted")
+    for index in blobs:
         entry = pte.program.backend_delegate_data[index]
         entry.data = _renamed_xnnpack_blob(entry.data, names)
-    return bytes(serialize_pte_binary(pte, extract_delegate_segments=True, segment_alignment=SEGMENT_ALIGNMENT))
 
 
 def _base36(i: int) -> str:
@@ -136,6 +138,8 @@ def _renamed_xnnpack_blob(blob: bytes, names: dict[str, str]) -> bytes:
         # flatc writes floats to JSON with 6 decimals, which would round every scale: read and write them as
         # their bits instead (every float field of the schema defaults to 0.0, whose bits are 0)
         text = importlib.resources.files(xnn_serialization).joinpath("schema.fbs").read_text()
+        if re.search(r"\bfloat\s*=", text):
+            raise ValueError("XNNPACK's schema gives a float field a default; its bits would not round-trip")
         schema.write_text(re.sub(r"(:\s*\[?)float\b", r"\1uint", text))
         (Path(d) / "graph.bin").write_bytes(graph)
         _flatc_decompile(d, str(schema), str(Path(d) / "graph.bin"), ["--raw-binary"])
