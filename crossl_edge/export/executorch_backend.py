@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -86,7 +87,8 @@ def compact(data: bytes) -> bytes:
     XNNPACK names every weight, scale and bias after the sha256 of its bytes: 64 characters (70 for a scale)
     stored twice, in the program's named-data table and in the delegate graph that loads it, which was 19 KB of
     the demo model's 180 KB .pte. The names only have to be unique within the file; each distinct one gets a
-    base-36 index. The delegate graphs are XNNPACK flatbuffers, rewritten by ExecuTorch's own schema and flatc.
+    base-36 index (numpy's base_repr). The delegate graphs are XNNPACK flatbuffers, rewritten by ExecuTorch's
+    own schema and flatc.
     The bundle is verified on the compacted bytes, like any other."""
     from executorch.exir._serialize._program import deserialize_pte_binary, serialize_pte_binary
 
@@ -99,20 +101,11 @@ def compact(data: bytes) -> bytes:
 
 
 def _rename_weights(pte, blobs: dict[int, str]) -> None:
-    names = {old: _base36(i) for i, old in enumerate(sorted(pte.named_data.pte_data))}
+    names = {old: np.base_repr(i, 36) for i, old in enumerate(sorted(pte.named_data.pte_data))}
     pte.named_data.pte_data = {names[k]: v for k, v in pte.named_data.pte_data.items()}
     for index in blobs:
         entry = pte.program.backend_delegate_data[index]
         entry.data = _renamed_xnnpack_blob(entry.data, names)
-
-
-def _base36(i: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = digits[i % 36]
-    while i >= 36:
-        i //= 36
-        out = digits[i % 36] + out
-    return out
 
 
 def _renamed_xnnpack_blob(blob: bytes, names: dict[str, str]) -> bytes:

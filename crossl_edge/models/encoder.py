@@ -197,7 +197,11 @@ class ModalityEncoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.proj = nn.Linear(cfg.widths[-1], cfg.embed_dim)
         self.stats = StatisticsPath(spec.channels, cfg.embed_dim) if cfg.stats_path else None
-        self.conv_rank = 1  # 2 in the export form of conv2d_form(): the convs then run on [B, C, 1, T]
+
+    @property
+    def conv_rank(self) -> int:
+        """1 as trained; 2 in the export form of conv2d_form(), whose convs run on [B, C, 1, T]."""
+        return 2 if isinstance(self.stem[0], nn.Conv2d) else 1
 
     @torch.no_grad()
     def fit_window_floor(self, x: torch.Tensor, chunk: int = 2048) -> None:
@@ -237,7 +241,7 @@ class ModalityEncoder(nn.Module):
         if conv_in.dim() != self.conv_rank + 2:  # a no-op reshape would cost XNNPACK two transposes
             conv_in = conv_in.reshape((b, c, t) if self.conv_rank == 1 else (b, c, 1, t))
         y = self.blocks(self.stem(conv_in))
-        if y.dim() == 3:  # [B, W, T'] -> [B, W, 1, T']
+        if self.conv_rank == 1:  # [B, W, T'] -> [B, W, 1, T']
             y = y.reshape(y.shape[0], y.shape[1], 1, y.shape[2])
         # Pool over time as a 4-D mean: ExecuTorch's XNNPACK delegate lowers only this form (DESIGN.md).
         pooled = y.mean((2, 3), keepdim=True).reshape(b, y.shape[1])  # [B, W]
@@ -279,5 +283,4 @@ def conv2d_form(encoder: ModalityEncoder) -> ModalityEncoder:
                 setattr(block, name, _conv2d(child))
             elif isinstance(child, nn.BatchNorm1d):
                 setattr(block, name, _batch_norm2d(child))
-    out.conv_rank = 2
     return out
