@@ -433,3 +433,28 @@ def test_an_interrupted_export_leaves_no_partial_bundle(run_dir, tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert f"the half-written {partial} was removed; no bundle was published" in err
     assert not partial.exists() and not out.exists()
+
+
+def test_outputs_are_dequantised_and_softmaxed_as_the_formulas_say():
+    """The runtime's table lookup for int8 outputs and its Python-float softmax are shortcuts (fewer numpy calls
+    per window): they must give (stored - zero_point) * scale for every byte, and the softmax of any logits."""
+    from crossl_edge.runtime.bundle import TensorIO
+    from crossl_edge.runtime.model import _Fetch, softmax
+
+    stored = np.arange(-128, 128, dtype=np.int8).reshape(1, 2, 128)
+    for scale, zero_point in ((0.0131, -4), (0.0253, 3), (1.7, 127)):
+        t = TensorIO("out", (1, 2, 128), "int8", scale, zero_point)
+        want = np.multiply(np.subtract(stored, np.float32(zero_point), dtype=np.float32), np.float32(scale))[0]
+        got = _Fetch(t)(stored)
+        assert got.dtype == np.float32 and got.shape == (2, 128)
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(BundleError, match="uint8"):
+        _Fetch(TensorIO("out", (1, 4), "uint8", 0.1, 0))
+    rng = np.random.default_rng(0)
+    for logits in [rng.normal(size=k).astype(np.float32) * s for k in (1, 2, 7) for s in (1.0, 50.0)] + [
+        np.array([1000.0, -1000.0, 999.0], np.float32)
+    ]:
+        e = np.exp(logits.astype(np.float64) - logits.max())
+        got = softmax(logits)
+        assert got.dtype == np.float32 and got.shape == logits.shape
+        np.testing.assert_allclose(got, e / e.sum(), rtol=1e-6, atol=1e-30)

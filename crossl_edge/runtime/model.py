@@ -7,6 +7,7 @@ small programs the Python around a call costs as much as the call (DESIGN.md, to
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,19 +61,26 @@ class _Feed:
 
 class _Fetch:
     """Reads one program output as float32 values [shape without the batch axis], a new array each call (callers
-    keep embeddings, and the runner's output buffers are overwritten by the program's next run):
-    real = (stored - zero_point) * scale, as two ufuncs with 0-d constants."""
+    keep embeddings, and the runner's output buffers are overwritten by the program's next run).
+
+    An int8 output is dequantised by looking each byte up in a table of its 256 values, computed once as
+    real = (stored - zero_point) * scale in float32 (so the values are those of the two ufuncs, bit for bit): one
+    call instead of two, on an output read every window (1.6 against 2.8 us for 320 values on the 2-core VM)."""
 
     def __init__(self, t: TensorIO) -> None:
         self.quantized, self.shape = t.quantized, t.shape[1:]
-        self.zero_point, self.scale = np.array(t.zero_point, np.float32), np.array(t.scale, np.float32)
+        self.size = int(np.prod(self.shape))
+        if self.quantized:
+            if np.dtype(t.dtype) != np.int8:
+                raise BundleError(f"output {t.name}: stored as {t.dtype}; the runtime reads float32 or int8 outputs")
+            stored = np.arange(256, dtype=np.uint8).view(np.int8)  # indexed by the byte's unsigned value
+            self.table = np.multiply(np.subtract(stored, np.float32(t.zero_point), dtype=np.float32),
+                                     np.float32(t.scale))
 
     def __call__(self, value: np.ndarray) -> np.ndarray:
         if not self.quantized:
             return np.array(value, dtype=np.float32).reshape(self.shape)
-        out = np.subtract(value, self.zero_point, dtype=np.float32)
-        np.multiply(out, self.scale, out=out)
-        return out.reshape(self.shape)
+        return self.table.take(value.reshape(self.size).view(np.uint8)).reshape(self.shape)
 
 
 @dataclass
@@ -86,9 +94,13 @@ class Output:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    e /= e.sum(axis=-1, keepdims=True)
-    return e
+    """Class probabilities of one window's logits [K], computed in Python floats (float64): for the few classes of
+    a window each numpy call costs more than the arithmetic (2.0 against 5.5 us for two classes on the 2-core VM)."""
+    values = logits.tolist()
+    top = max(values)
+    e = [math.exp(v - top) for v in values]
+    total = sum(e)
+    return np.array([v / total for v in e], dtype=np.float32)
 
 
 class EdgeModel:
