@@ -1,8 +1,9 @@
 """The bundle's network as the device runs it: encode one modality's window, aggregate what is present.
 
 Normalisation (the training statistics from the manifest) and input quantisation are fused into one
-per-channel affine map written into preallocated buffers, and outputs are dequantised in place: on these
-small programs the Python around a call costs as much as the call (DESIGN.md, toolchain facts).
+per-channel affine map written into preallocated buffers, int8 outputs are dequantised by one table lookup, and
+the softmax of a window's few logits is done in Python floats: on these small programs the Python around a call
+costs as much as the call, and each numpy call costs more than the arithmetic (DESIGN.md, toolchain facts).
 """
 
 from __future__ import annotations
