@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -73,43 +72,45 @@ def _lower(exported: dict):
     return compact(edge.to_executorch().buffer)
 
 
-#: Start of each segment (delegate blob or named weight buffer) in the .pte. ExecuTorch's default is 128: with
-#: one segment per weight, scale and bias (148 in the demo model) that padding was 4.5 KB. XNNPACK copies
-#: (packs) every weight at load, so it never reads them in place; 16 keeps float and int32 data aligned.
+#: Start of each segment (delegate blob) in the .pte. ExecuTorch's default is 128; XNNPACK copies (packs) every
+#: weight at load, so it never reads them in place, and 16 keeps float and int32 data aligned.
 SEGMENT_ALIGNMENT = 16
+#: Start of each weight inside a delegate's constant section (what XNNPACK's own serializer uses).
+CONSTANT_ALIGNMENT = 16
 XNNPACK = "XnnpackBackend"
 
 
 def compact(data: bytes) -> bytes:
-    """The same program in fewer bytes: named weights renamed from their sha256 to a short index, and segments
-    aligned to SEGMENT_ALIGNMENT.
+    """The same program in fewer bytes: every named weight moved into the constant section of the XNNPACK
+    delegate that loads it, and segments aligned to SEGMENT_ALIGNMENT.
 
-    XNNPACK names every weight, scale and bias after the sha256 of its bytes: 64 characters (70 for a scale)
-    stored twice, in the program's named-data table and in the delegate graph that loads it, which was 19 KB of
-    the demo model's 180 KB .pte. The names only have to be unique within the file; each distinct one gets a
-    base-36 index (numpy's base_repr). The delegate graphs are XNNPACK flatbuffers, rewritten by ExecuTorch's
-    own schema and flatc.
-    The bundle is verified on the compacted bytes, like any other."""
+    XNNPACK writes each weight, scale and bias as a named segment of the .pte, keyed by the sha256 of its bytes
+    (64 characters, stored twice: in the program's named-data table and in the delegate graph), each with an
+    entry in the segment table too: 148 of them in the demo model. A delegate graph can instead point at its
+    constants by offset inside its own blob, which XNNPACK's runtime reads as well (an entry without a name).
+    The demo .pte went from 179,592 bytes as ExecuTorch writes it to 144,752; renaming the weights to short
+    indices, the compaction until 2026-12-07, reached 153,848. The delegate graphs are XNNPACK flatbuffers,
+    rewritten by ExecuTorch's own schema and flatc. The bundle is verified on the compacted bytes, like any other."""
     from executorch.exir._serialize._program import deserialize_pte_binary, serialize_pte_binary
 
     pte = deserialize_pte_binary(data)
     blobs = {d.processed.index: d.id for plan in pte.program.execution_plan for d in plan.delegates}
-    # names are rewritten only where XNNPACK alone refers to them (another delegate's format is not known here)
+    # moved only where XNNPACK alone refers to them (another delegate's format is not known here)
     if pte.named_data is not None and pte.named_data.pte_data and set(blobs.values()) == {XNNPACK}:
-        _rename_weights(pte, blobs)
+        nd = pte.named_data
+        weights = {k: bytes(nd.buffers[v.buffer_index]) for k, v in nd.pte_data.items()}
+        for index in blobs:
+            entry = pte.program.backend_delegate_data[index]
+            entry.data = _xnnpack_blob_with_inline_weights(entry.data, weights)
+        pte.named_data = None
     return bytes(serialize_pte_binary(pte, extract_delegate_segments=True, segment_alignment=SEGMENT_ALIGNMENT))
 
 
-def _rename_weights(pte, blobs: dict[int, str]) -> None:
-    names = {old: np.base_repr(i, 36) for i, old in enumerate(sorted(pte.named_data.pte_data))}
-    pte.named_data.pte_data = {names[k]: v for k, v in pte.named_data.pte_data.items()}
-    for index in blobs:
-        entry = pte.program.backend_delegate_data[index]
-        entry.data = _renamed_xnnpack_blob(entry.data, names)
-
-
-def _renamed_xnnpack_blob(blob: bytes, names: dict[str, str]) -> bytes:
-    """An XNNPACK delegate blob (header, flatbuffer graph, inline constants) with every named_key renamed."""
+def _xnnpack_blob_with_inline_weights(blob: bytes, weights: dict[str, bytes]) -> bytes:
+    """An XNNPACK delegate blob (header, flatbuffer graph, constants) whose named constants are appended to its
+    own constant section and referred to by offset. A weight used twice by one graph is stored once; one that two
+    graphs share (identical bytes, e.g. equal biases in two programs) is stored in each, which the measured total
+    above already pays."""
     import importlib.resources
     import json
     import re
@@ -125,7 +126,7 @@ def _renamed_xnnpack_blob(blob: bytes, names: dict[str, str]) -> bytes:
     if not header.is_valid():
         raise ValueError("ExecuTorch program: an XNNPACK delegate blob has an invalid header")
     graph = blob[header.flatbuffer_offset : header.flatbuffer_offset + header.flatbuffer_size]
-    constants = blob[header.constant_data_offset : header.constant_data_offset + header.constant_data_size]
+    constants = bytearray(blob[header.constant_data_offset : header.constant_data_offset + header.constant_data_size])
     with tempfile.TemporaryDirectory() as d:
         schema = Path(d) / "schema.fbs"
         # flatc writes floats to JSON with 6 decimals, which would round every scale: read and write them as
@@ -136,22 +137,29 @@ def _renamed_xnnpack_blob(blob: bytes, names: dict[str, str]) -> bytes:
         schema.write_text(re.sub(r"(:\s*\[?)float\b", r"\1uint", text))
         (Path(d) / "graph.bin").write_bytes(graph)
         _flatc_decompile(d, str(schema), str(Path(d) / "graph.bin"), ["--raw-binary"])
-        text = (Path(d) / "graph.json").read_text()
-
-        def rename(m: re.Match) -> str:
-            key = json.loads(m.group(1))
-            if key and key not in names:
+        tree = json.loads((Path(d) / "graph.json").read_text())
+        placed: dict[str, int] = {}
+        for entry in tree.get("constant_data", []):
+            key = entry.pop("named_key", "")
+            if not key:
+                continue
+            if key not in weights:
                 raise ValueError(f"ExecuTorch program: an XNNPACK graph names weight {key!r}, which the file lacks")
-            return f'"named_key": {json.dumps(names.get(key, key))}'
-
-        (Path(d) / "graph.json").write_text(re.sub(r'"named_key"\s*:\s*("(?:[^"\\]|\\.)*")', rename, text))
+            if entry.get("size", 0) > len(weights[key]):
+                raise ValueError(f"ExecuTorch program: XNNPACK weight {key!r} is shorter than its graph says")
+            if key not in placed:
+                constants += bytes(-len(constants) % CONSTANT_ALIGNMENT)
+                placed[key] = len(constants)
+                constants += weights[key]
+            entry["offset"] = placed[key]
+        (Path(d) / "graph.json").write_text(json.dumps(tree))
         _flatc_compile(d, str(schema), str(Path(d) / "graph.json"))
         graph = (Path(d) / "graph.bin").read_bytes()
     # the layout XNNPACK's serializer writes: header, graph and constants, each start 16-byte aligned
     pad = lambda b: b + bytes(-len(b) % 16)  # noqa: E731
     head_len = len(pad(bytes(XNNHeader.EXPECTED_LENGTH)))
     head = XNNHeader(head_len, len(graph), head_len + len(pad(graph)), len(constants)).to_bytes()
-    return pad(head) + pad(graph) + constants
+    return pad(head) + pad(graph) + bytes(constants)
 
 
 def _why(e: BaseException) -> str:
