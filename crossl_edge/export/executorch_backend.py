@@ -107,18 +107,22 @@ def compact(data: bytes) -> bytes:
     if pte.named_data is not None and pte.named_data.pte_data and set(blobs.values()) == {XNNPACK}:
         nd = pte.named_data
         weights = {k: bytes(nd.buffers[v.buffer_index]) for k, v in nd.pte_data.items()}
+        moved: set[str] = set()
         for index in blobs:
             entry = pte.program.backend_delegate_data[index]
-            entry.data = _xnnpack_blob_with_inline_weights(entry.data, weights)
-        pte.named_data = None
+            entry.data = _xnnpack_blob_with_inline_weights(entry.data, weights, moved)
+        # named data that no XNNPACK graph refers to (none in the programs made here) stays where it was
+        nd.pte_data = {k: v for k, v in nd.pte_data.items() if k not in moved}
+        if not nd.pte_data:
+            pte.named_data = None
     return bytes(serialize_pte_binary(pte, extract_delegate_segments=True, segment_alignment=SEGMENT_ALIGNMENT))
 
 
-def _xnnpack_blob_with_inline_weights(blob: bytes, weights: dict[str, bytes]) -> bytes:
+def _xnnpack_blob_with_inline_weights(blob: bytes, weights: dict[str, bytes], moved: set[str]) -> bytes:
     """An XNNPACK delegate blob (header, flatbuffer graph, constants) whose named constants are appended to its
-    own constant section and referred to by offset. A weight used twice by one graph is stored once; one that two
-    graphs share (identical bytes, e.g. equal biases in two programs) is stored in each, which the measured total
-    above already pays."""
+    own constant section and referred to by offset; their names are added to `moved`. A weight used twice by one
+    graph is stored once; one that two graphs share (identical bytes, e.g. equal biases in two programs) is stored
+    in each, which the measured total above already pays."""
     import importlib.resources
     import json
     import re
@@ -160,6 +164,7 @@ def _xnnpack_blob_with_inline_weights(blob: bytes, weights: dict[str, bytes]) ->
                 placed[key] = len(constants)
                 constants += weights[key]
             entry["offset"] = placed[key]
+            moved.add(key)
         (Path(d) / "graph.json").write_text(json.dumps(tree))
         _flatc_compile(d, str(schema), str(Path(d) / "graph.json"))
         graph = (Path(d) / "graph.bin").read_bytes()
